@@ -1,0 +1,152 @@
+"""The ASGI application: ``/__admin/…`` goes to the FastAPI admin app, every other request is
+replayed by a plain ASGI handler that sits below FastAPI's routing (one normalisation and one
+dict lookup per request, then bytes prepared at load time).
+
+Per-request controls (all optional):
+    X-Cassette: NAME             only consider cassette NAME (or the URL prefix /__cassette/NAME/)
+    X-Cassette-Session: ID       keep this client's own place in repeated-request sequences
+    X-Replay-Speed: S            override --speed for this request
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from .admin import create_admin
+from .errors import BadRequest, HTTPError, UnknownCassette
+from .index import DEFAULT_SESSION, Index
+from .models import ReceivedRequest
+from .pacing import Pacing
+from .replay import send_recorded
+from .service import CassetteService, unknown_cassette_message
+from .settings import Settings
+
+log = logging.getLogger("cassette_server")
+
+ADMIN_PREFIX = "/__admin"
+SCOPE_PREFIX = "/__cassette/"
+CASSETTE_HEADER = "x-cassette"
+SESSION_HEADER = "x-cassette-session"
+SPEED_HEADER = "x-replay-speed"
+
+
+class CassetteServerApp:
+    """The whole server as one ASGI callable. ``service`` is the in-process API; ``admin`` is
+    the FastAPI app (it also receives lifespan events)."""
+
+    def __init__(self, service: CassetteService) -> None:
+        self.service = service
+        self.admin = create_admin(service)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not _is_admin(scope["path"]):
+            await self.replay(scope, receive, send)
+        else:
+            await self.admin(scope, receive, send)
+
+    async def replay(self, scope: Scope, receive: Receive, send: Send) -> None:
+        arrived = asyncio.get_running_loop().time()
+        index = self.service.index  # one index for the whole request, even across a reload
+        try:
+            body = await _read_body(receive)
+        except _ClientGone:
+            return
+        try:
+            headers = _headers(scope)
+            path, cassette = resolve_scope(scope["path"], headers.get(CASSETTE_HEADER), index)
+            request = ReceivedRequest(scope["method"], path, scope["query_string"].decode("latin-1"), headers, body)
+            pacing = self._pacing(headers.get(SPEED_HEADER))
+            session = headers.get(SESSION_HEADER) or DEFAULT_SESSION
+            interaction = self.service.lookup(request, session=session, scope=cassette, index=index)
+        except HTTPError as error:
+            await send_error(error, send)
+            return
+        except Exception as error:  # a bug of ours: still answer in the JSON error shape
+            log.exception("internal error while matching %s %s", scope["method"], scope["path"])
+            await send_error(HTTPError(f"cassette-server internal error: {error!r}; please report it"), send)
+            return
+        await send_recorded(interaction.response, pacing, arrived, scope, receive, send)
+
+    def _pacing(self, speed_header: str | None) -> Pacing:
+        if speed_header is None:
+            return self.service.pacing
+        try:
+            speed = float(speed_header)
+        except ValueError:
+            speed = -1.0
+        if not 0 <= speed < float("inf"):
+            raise BadRequest(f"{SPEED_HEADER}: {speed_header!r} is not a speed; use a number >= 0 (0: no waiting)")
+        return Pacing(speed, self.service.pacing.event_interval)
+
+
+def create_app(settings: Settings) -> CassetteServerApp:
+    """Load the cassettes named by ``settings`` and build the app that serves them."""
+    return CassetteServerApp(CassetteService(settings))
+
+
+def resolve_scope(path: str, header: str | None, index: Index) -> tuple[str, str | None]:
+    """(path to match, cassette scope) from a ``/__cassette/NAME/…`` prefix or the X-Cassette
+    header. Names may contain ``/``: the longest loaded name that prefixes the path wins."""
+    if not path.startswith(SCOPE_PREFIX):
+        return path, header or None
+    rest = path[len(SCOPE_PREFIX) :]
+    name = _longest_loaded_prefix(rest, index)
+    if name is None:
+        presumed = rest.split("/", 1)[0]
+        raise UnknownCassette(unknown_cassette_message(presumed, index))
+    if header and header != name:
+        raise BadRequest(f"the URL prefix names cassette '{name}' but the X-Cassette header names '{header}'; use one")
+    return rest[len(name) :] or "/", name
+
+
+def _longest_loaded_prefix(rest: str, index: Index) -> str | None:
+    best = None
+    for position, char in enumerate(rest):
+        if char == "/" and rest[:position] in index.by_name:
+            best = rest[:position]
+    if rest in index.by_name:
+        best = rest
+    return best
+
+
+async def send_error(error: HTTPError, send: Send) -> None:
+    """Answer with the JSON error shape; ``x-should-retry: false`` stops SDK retries."""
+    body = orjson.dumps(error.to_json())
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-should-retry", b"false"),
+    ]
+    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _ClientGone(Exception):
+    pass
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+def _is_admin(path: str) -> bool:
+    return path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")

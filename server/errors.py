@@ -1,0 +1,107 @@
+"""Every error the server reports, with the HTTP status and stable code it is answered with.
+
+    CassetteServerError
+    ├── CassetteLoadError        a cassette file cannot be used (file, line, reason); never HTTP
+    ├── InvalidCassette          several load errors found in one file
+    └── HTTPError                answered to a client as one JSON error shape (see ``to_json``)
+        ├── BadRequest           400 invalid_request_error / bad_request
+        ├── Unauthorized         401 authentication_error / unauthorized
+        ├── UnknownCassette      404 not_found_error / unknown_cassette
+        └── CassetteMiss         404 not_found_error / cassette_miss
+
+The JSON shape is readable by every SDK we target: OpenAI reads ``error.message`` and
+``error.code``, Anthropic ``error.type`` and ``error.message``, google-genai ``error.status`` and
+``error.message``. Misses also carry ``x-should-retry: false`` so no SDK retries them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class CassetteServerError(Exception):
+    """Base of every error raised on purpose by cassette-server."""
+
+
+class CassetteLoadError(CassetteServerError):
+    """A cassette file (or one interaction in it) that cannot be loaded."""
+
+    def __init__(self, reason: str, *, file: str | None = None, line: int | None = None) -> None:
+        self.reason = reason
+        self.file = file
+        self.line = line
+        super().__init__(self.where() + reason)
+
+    def where(self) -> str:
+        """``file:line: `` (or less, where unknown), to prefix the reason with."""
+        if self.file is None:
+            return ""
+        return f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
+
+
+class InvalidCassette(CassetteServerError):
+    """A cassette file with one or more bad interactions: the file is not loaded."""
+
+    def __init__(self, problems: list[CassetteLoadError]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(str(problem) for problem in problems))
+
+
+class HTTPError(CassetteServerError):
+    """An error answered to the HTTP client; subclasses fix the status and codes."""
+
+    status_code: ClassVar[int] = 500
+    error_type: ClassVar[str] = "api_error"
+    code: ClassVar[str] = "internal_error"
+    status: ClassVar[str] = "INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "error",
+            "error": {
+                "type": self.error_type,
+                "code": self.code,
+                "status": self.status,
+                "message": self.message,
+            },
+        }
+
+
+class BadRequest(HTTPError):
+    """The request itself is unusable (a bad control header, a conflicting scope)."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "bad_request"
+    status = "INVALID_ARGUMENT"
+
+
+class Unauthorized(HTTPError):
+    """An admin call without the right bearer token."""
+
+    status_code = 401
+    error_type = "authentication_error"
+    code = "unauthorized"
+    status = "UNAUTHENTICATED"
+
+
+class UnknownCassette(HTTPError):
+    """A request scoped (header or URL prefix) to a cassette that is not loaded."""
+
+    status_code = 404
+    error_type = "not_found_error"
+    code = "unknown_cassette"
+    status = "NOT_FOUND"
+
+
+class CassetteMiss(HTTPError):
+    """No recorded interaction answers this request (or all that do are used up)."""
+
+    status_code = 404
+    error_type = "not_found_error"
+    code = "cassette_miss"
+    status = "NOT_FOUND"

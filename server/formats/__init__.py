@@ -1,0 +1,61 @@
+"""Cassette formats: parsed document → Cassette.
+
+Each format is one module exposing ``NAME``, ``sniff(data) -> bool`` and
+``parse_interaction(raw, position) -> (id, RecordedRequest, RecordedResponse)``. The format is
+chosen from the content, never from the file name.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from ..documents import Document
+from ..errors import CassetteLoadError, InvalidCassette
+from ..models import Cassette, Interaction
+from . import govcr
+
+FORMATS: tuple[ModuleType, ...] = (govcr,)
+
+
+def detect(data: Any) -> ModuleType | None:
+    """The format module that reads ``data``, or None."""
+    return next((fmt for fmt in FORMATS if fmt.sniff(data)), None)
+
+
+def parse_cassette(document: Document, *, name: str, file: str) -> Cassette:
+    """Build a Cassette; raise CassetteLoadError, or InvalidCassette with every bad interaction."""
+    data = document.data
+    if not isinstance(data, dict) or "interactions" not in data:
+        raise CassetteLoadError(
+            "not a cassette: expected a mapping with `version` and `interactions`", file=file, line=1
+        )
+    fmt = detect(data)
+    if fmt is None:
+        version = data.get("version")
+        raise CassetteLoadError(
+            f"unknown cassette format (version: {version!r}); expected go-vcr version 1 or 2",
+            file=file,
+            line=document.line_of_key("version") or 1,
+        )
+    raw_interactions = data["interactions"] or []
+    if not isinstance(raw_interactions, list):
+        raise CassetteLoadError(
+            "`interactions` must be a list", file=file, line=document.line_of_key("interactions")
+        )
+
+    interactions: list[Interaction] = []
+    problems: list[CassetteLoadError] = []
+    for position, raw in enumerate(raw_interactions):
+        line = document.line_of_interaction(position)
+        try:
+            interaction_id, request, response = fmt.parse_interaction(raw, position)
+        except CassetteLoadError as error:
+            problems.append(CassetteLoadError(f"interaction {position}: {error.reason}", file=file, line=line))
+            continue
+        interactions.append(Interaction(name, interaction_id, request, response, file, line))
+    if problems:
+        raise InvalidCassette(problems)
+    interactions.sort(key=lambda interaction: interaction.id)  # stable: file order breaks ties
+    return Cassette(name=name, file=file, format=fmt.describe(data), interactions=tuple(interactions))
+

@@ -1,0 +1,112 @@
+"""Cassette paths → loaded cassettes plus every file that could not be loaded, and why.
+
+A bad file never stops the others from loading; the caller decides whether errors are fatal
+(``--strict``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .documents import parse_document
+from .errors import CassetteLoadError, InvalidCassette
+from .formats import parse_cassette
+from .models import Cassette
+
+CASSETTE_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """A file (or a path) that gave no cassette."""
+
+    name: str | None
+    file: str
+    errors: tuple[CassetteLoadError, ...]
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    cassettes: tuple[Cassette, ...] = ()
+    failures: tuple[LoadFailure, ...] = field(default=())
+
+    @property
+    def errors(self) -> list[CassetteLoadError]:
+        return [error for failure in self.failures for error in failure.errors]
+
+    @property
+    def interaction_count(self) -> int:
+        return sum(len(cassette.interactions) for cassette in self.cassettes)
+
+
+def load_paths(paths: Sequence[Path]) -> LoadResult:
+    """Load every cassette under ``paths`` (files, or directories searched recursively)."""
+    cassettes: list[Cassette] = []
+    failures: list[LoadFailure] = []
+    names: dict[str, str] = {}
+    for name, file in discover(paths, failures):
+        if name in names:
+            reason = f"cassette name {name!r} is already used by {names[name]}; rename one of the files"
+            failures.append(LoadFailure(name, file, (CassetteLoadError(reason, file=file),)))
+            continue
+        try:
+            cassettes.append(load_file(Path(file), name=name))
+            names[name] = file
+        except CassetteLoadError as error:
+            failures.append(LoadFailure(name, file, (error,)))
+        except InvalidCassette as error:
+            failures.append(LoadFailure(name, file, tuple(error.problems)))
+    return LoadResult(tuple(cassettes), tuple(failures))
+
+
+def load_file(path: Path, *, name: str) -> Cassette:
+    """Read and parse one cassette file."""
+    file = str(path)
+    try:
+        text = path.read_bytes()
+    except OSError as error:
+        raise CassetteLoadError(f"cannot read: {error.strerror or error}", file=file) from None
+    return parse_cassette(parse_document(text, file=file), name=name, file=file)
+
+
+def discover(paths: Iterable[Path], failures: list[LoadFailure]) -> list[tuple[str, str]]:
+    """(cassette name, file) for every cassette file, in a stable order.
+
+    A directory's cassettes are named by their path relative to it, without extension
+    (``openai/chat``); a file given directly is named by its file name without extension.
+    Hidden files and directories are skipped. The same file given twice is loaded once.
+    """
+    found: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+    for root in paths:
+        if root.is_dir():
+            candidates = [(_name_in(root, file), file) for file in _walk(root)]
+        elif root.is_file():
+            candidates = [(root.stem, root)]
+        else:
+            reason = "no such file or directory"
+            failures.append(LoadFailure(None, str(root), (CassetteLoadError(reason, file=str(root)),)))
+            continue
+        for name, file in candidates:
+            resolved = file.resolve()
+            if resolved not in seen:
+                seen.add(resolved)
+                found.append((name, str(file)))
+    return found
+
+
+def _walk(root: Path) -> list[Path]:
+    files = []
+    for directory, subdirectories, filenames in os.walk(root, followlinks=True):
+        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
+        for filename in sorted(filenames):
+            if not filename.startswith(".") and filename.lower().endswith(CASSETTE_SUFFIXES):
+                files.append(Path(directory) / filename)
+    return sorted(files)
+
+
+def _name_in(root: Path, file: Path) -> str:
+    return file.relative_to(root).with_suffix("").as_posix()

@@ -1,0 +1,125 @@
+"""Request normalisation: the one function that turns a request into its index key.
+
+Recorded requests are normalised once at load time, incoming requests once per request, with
+the same function, so that two requests match exactly when their keys are equal:
+
+- method: upper case;  path: percent-decoded;  query: decoded pairs, sorted;
+- body: JSON compared by value (key order, whitespace, ``\\u00e9`` vs ``é``, ``1`` vs ``1.0``
+  and CRLF vs LF inside strings do not matter; ignored fields are removed first), anything
+  else byte for byte; ``exact_body`` compares every body byte for byte;
+- headers: only those named in ``match_headers`` (case-insensitive names, exact values).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+import orjson
+
+from .fieldpath import FieldPath, parse_field_path, remove_field
+
+MatchKey = tuple[str, str, tuple[tuple[str, str], ...], tuple[str | None, ...], bytes]
+_NOT_JSON = object()
+
+
+@dataclass(frozen=True)
+class MatchRules:
+    """How requests are compared; fixed for the life of an index."""
+
+    ignore_fields: tuple[FieldPath, ...] = ()
+    match_headers: tuple[str, ...] = ()  # lower-case names
+    exact_body: bool = False
+
+    @classmethod
+    def build(cls, *, ignore_fields: tuple[str, ...] = (), match_headers: tuple[str, ...] = (), exact_body: bool = False) -> MatchRules:
+        """From user-facing strings; raises ValueError for a bad field path."""
+        return cls(
+            ignore_fields=tuple(parse_field_path(text) for text in ignore_fields),
+            match_headers=tuple(name.strip().lower() for name in match_headers),
+            exact_body=exact_body,
+        )
+
+    def key(self, method: str, path: str, query: str, header: Callable[[str], str | None], body: bytes) -> MatchKey:
+        """The index key of a request. ``path`` must already be percent-decoded."""
+        return (
+            method.upper(),
+            path,
+            normalise_query(query),
+            tuple(header(name) for name in self.match_headers),
+            body if self.exact_body else self.body_key(body),
+        )
+
+    def body_key(self, body: bytes) -> bytes:
+        """Canonical JSON bytes for a JSON body, the body itself otherwise."""
+        value = self.json_value(body)
+        return body if value is _NOT_JSON else canonical_json(value)
+
+    def json_value(self, body: bytes) -> Any:
+        """The normalised JSON value of a body (ignored fields removed), or ``_NOT_JSON``."""
+        value = parse_json(body)
+        if value is _NOT_JSON:
+            return value
+        value = normalise_json(value)
+        for path in self.ignore_fields:
+            remove_field(value, path)
+        return value
+
+
+def is_json(value: Any) -> bool:
+    return value is not _NOT_JSON
+
+
+def normalise_path(raw_path: str) -> str:
+    """Percent-decode a path (ASGI servers hand it over decoded already; cassettes do not)."""
+    return unquote(raw_path) or "/"
+
+
+def normalise_query(query: str) -> tuple[tuple[str, str], ...]:
+    """Decoded (name, value) pairs in a canonical order; blank values are kept."""
+    if not query:
+        return ()
+    return tuple(sorted(parse_qsl(query, keep_blank_values=True)))
+
+
+def parse_json(body: bytes) -> Any:
+    """The parsed body, or ``_NOT_JSON`` when it is empty or not JSON."""
+    if not body:
+        return _NOT_JSON
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:  # integers beyond 64 bits, NaN: valid for Python's json, not for orjson
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return _NOT_JSON
+
+
+def normalise_json(value: Any) -> Any:
+    """A copy with CRLF → LF in strings and integral floats as ints (``1.0`` == ``1``)."""
+    if isinstance(value, dict):
+        return {_text(key): normalise_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [normalise_json(item) for item in value]
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
+
+
+def canonical_json(value: Any) -> bytes:
+    """One spelling per JSON value: sorted keys, no whitespace, UTF-8."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # integers beyond 64 bits
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _text(value: str) -> str:
+    return value.replace("\r\n", "\n") if "\r" in value else value

@@ -1,0 +1,149 @@
+"""Recorded response parts → a RecordedResponse ready to send (shared by every cassette format).
+
+Done once at load time: header filtering and encoding, the body kind, event boundaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from http import HTTPStatus
+
+from .framing import looks_like_sse, split_eventstream, split_sse
+from .models import BodyKind, RecordedResponse
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus the framing headers the server recomputes.
+_NOT_FORWARDED = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    }
+)
+
+_SSE_TYPE = "text/event-stream"
+_EVENTSTREAM_TYPE = "application/vnd.amazon.eventstream"
+
+
+def standard_reason(status: int) -> str:
+    """The standard reason phrase for a status code ("" when it has none)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def build_response(
+    *,
+    status: int,
+    reason: str | None,
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+    duration: float,
+    event_offsets: Sequence[float] | None = None,
+) -> RecordedResponse:
+    """Make a RecordedResponse from what a cassette recorded.
+
+    - hop-by-hop headers and Content-Length are dropped (the server sets its own framing);
+    - Content-Encoding is kept only when the body really is encoded (recorders often store
+      the decoded body but keep the header);
+    - the body is split into events (SSE) or frames (AWS event-stream); other bodies are whole;
+    - ``event_offsets`` are kept only if there is one per piece, non-negative and in order.
+    """
+    header_list = [(name.strip(), value) for name, value in headers]
+    notes: list[str] = []
+    content_type = next((v for n, v in header_list if n.lower() == "content-type"), "")
+    kind, chunks = _split_body(content_type, body, notes)
+
+    wire: list[tuple[bytes, bytes]] = []
+    for name, value in header_list:
+        lower = name.lower()
+        if lower in _NOT_FORWARDED:
+            continue
+        if lower == "content-encoding" and not body_is_encoded(value, body):
+            notes.append(f"Content-Encoding: {value} dropped: the recorded body is not encoded")
+            continue
+        wire.append((_header_bytes(lower), _header_bytes(value)))
+    if kind is BodyKind.WHOLE:
+        wire.append((b"content-length", str(len(body)).encode()))
+
+    offsets = _valid_offsets(event_offsets, len(chunks), notes)
+    return RecordedResponse(
+        status=status,
+        reason=reason if reason is not None else standard_reason(status),
+        headers=tuple(wire),
+        body=body,
+        kind=kind,
+        chunks=chunks,
+        content_type=content_type,
+        duration=max(0.0, duration),
+        event_offsets=offsets,
+        notes=tuple(notes),
+    )
+
+
+def _split_body(content_type: str, body: bytes, notes: list[str]) -> tuple[BodyKind, tuple[bytes, ...]]:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == _SSE_TYPE or (not media_type and looks_like_sse(body)):
+        return BodyKind.SSE, split_sse(body) or (b"",)
+    if media_type == _EVENTSTREAM_TYPE:
+        frames, intact = split_eventstream(body)
+        if not intact:
+            notes.append("event-stream framing is broken; the tail is sent as one piece")
+        return BodyKind.EVENTSTREAM, frames or (b"",)
+    return BodyKind.WHOLE, (body,)
+
+
+def body_is_encoded(content_encoding: str, body: bytes) -> bool:
+    """Whether ``body`` really is encoded with the (outermost) ``content_encoding``.
+
+    gzip, deflate and zstd are recognised by their magic bytes; other codings (br has no magic
+    number) are trusted unless the body is valid UTF-8 text, which compressed data practically
+    never is.
+    """
+    coding = content_encoding.split(",")[-1].strip().lower()
+    if not body or coding == "":
+        return False
+    if coding == "identity":
+        return True  # harmless either way: the header says nothing was done
+    if coding in ("gzip", "x-gzip"):
+        return body[:2] == b"\x1f\x8b"
+    if coding == "zstd":
+        return body[:4] == b"\x28\xb5\x2f\xfd"
+    if coding == "deflate" and len(body) >= 2 and body[0] & 0x0F == 8:
+        if (body[0] << 8 | body[1]) % 31 == 0:
+            return True  # a zlib header
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _valid_offsets(offsets: Sequence[float] | None, pieces: int, notes: list[str]) -> tuple[float, ...] | None:
+    if offsets is None:
+        return None
+    values = tuple(float(value) for value in offsets)
+    problem = None
+    if len(values) != pieces:
+        problem = f"{len(values)} event offsets for {pieces} events"
+    elif any(value < 0 for value in values) or any(b < a for a, b in zip(values, values[1:])):
+        problem = "event offsets must be non-negative and in order"
+    if problem:
+        notes.append(f"{problem}: ignored, default pacing used")
+        return None
+    return values
+
+
+def _header_bytes(text: str) -> bytes:
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")

@@ -1,0 +1,183 @@
+"""One Settings object, and the only place that reads the environment.
+
+Every option has a command-line flag and an environment variable ``CASSETTE_SERVER_<NAME>``;
+the flag wins over the variable, the variable over the default. The table in ``OPTIONS``
+is the single source for the CLI, the environment and the README's option list.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .index import Exhausted
+from .matching import MatchRules
+
+ENV_PREFIX = "CASSETTE_SERVER_"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one Settings field is spelled on the command line and in the environment."""
+
+    flag: str
+    help: str
+    parse: Callable[[str], Any] = str
+    metavar: str | None = None
+    repeatable: bool = False  # the flag may be given many times; the variable is comma-separated
+    switch: bool = False  # a flag without value; the variable takes 1/0, true/false, yes/no
+
+    def env_name(self, field_name: str) -> str:
+        return ENV_PREFIX + field_name.upper()
+
+
+def _speed(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"speed must be a number >= 0, not {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(f"must be a number of seconds >= 0, not {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"port must be 0-65535, not {text!r}")
+    return value
+
+
+def _exhausted(text: str) -> Exhausted:
+    try:
+        return Exhausted(text.strip().lower())
+    except ValueError:
+        raise ValueError(f"expected one of {', '.join(p.value for p in Exhausted)}, not {text!r}") from None
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().lower()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, not {text!r}")
+    return level
+
+
+def _switch(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, not {text!r}")
+
+
+def _option(option: Option, default: Any) -> Any:
+    factory = (lambda: default) if isinstance(default, (tuple, list)) else None
+    if factory:
+        return field(default_factory=factory, metadata={"option": option})
+    return field(default=default, metadata={"option": option})
+
+
+@dataclass(frozen=True)
+class Settings:
+    paths: tuple[Path, ...] = _option(
+        Option("paths", "cassette files or directories (searched recursively for *.yaml / *.yml)", Path, "PATH"),
+        (Path("cassettes"),),
+    )
+    host: str = _option(Option("--host", "interface to listen on", metavar="HOST"), "127.0.0.1")
+    port: int = _option(Option("--port", "port to listen on (0: any free port)", _port, "PORT"), 8080)
+    speed: float = _option(
+        Option("--speed", "timing factor: 1 as recorded, 2 twice as fast, 0 no waiting at all; "
+               "a request can override it with the X-Replay-Speed header", _speed, "S"),
+        1.0,
+    )
+    event_interval: float = _option(
+        Option("--event-interval", "seconds between streamed events (at speed 1) when the cassette "
+               "records no per-event offsets", _seconds, "SECONDS"),
+        0.02,
+    )
+    exhausted: Exhausted = _option(
+        Option("--exhausted", "when every recording of a request was served: serve the last one "
+               "again (repeat-last) or answer a miss (error)", _exhausted, "{repeat-last,error}"),
+        Exhausted.REPEAT_LAST,
+    )
+    ignore_fields: tuple[str, ...] = _option(
+        Option("--ignore-field", "JSON body field to leave out of matching, e.g. 'metadata.user_id', "
+               "'messages[*].cache_control', '**.id' (repeatable)", metavar="PATH", repeatable=True),
+        (),
+    )
+    match_headers: tuple[str, ...] = _option(
+        Option("--match-header", "request header that must match too (repeatable)", metavar="NAME", repeatable=True),
+        (),
+    )
+    exact_body: bool = _option(
+        Option("--exact-body", "compare request bodies byte for byte instead of as JSON values", switch=True),
+        False,
+    )
+    strict: bool = _option(Option("--strict", "exit with an error if any cassette fails to load", switch=True), False)
+    log_level: str = _option(
+        Option("--log-level", "log verbosity", _log_level, "{" + ",".join(LOG_LEVELS) + "}"),
+        "info",
+    )
+
+    def match_rules(self) -> MatchRules:
+        return MatchRules.build(
+            ignore_fields=self.ignore_fields, match_headers=self.match_headers, exact_body=self.exact_body
+        )
+
+    @classmethod
+    def resolve(cls, given: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from command-line values (None or absent: not given), then the environment.
+
+        Raises ValueError naming the variable or flag whose value is bad.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for item in fields(cls):
+            option: Option = item.metadata["option"]
+            value = given.get(item.name)
+            if value is None or value == [] or value is False and option.switch:
+                env_name = option.env_name(item.name)
+                if env_name not in environ:
+                    continue
+                value = _from_env(item.name, option, environ[env_name])
+            else:
+                value = _from_flag(option, value)
+            values[item.name] = value
+        settings = cls(**values)
+        settings.match_rules()  # validates the field paths now, not at the first request
+        return settings
+
+    def with_changes(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def _from_env(name: str, option: Option, raw: str) -> Any:
+    env_name = option.env_name(name)
+    try:
+        if option.switch:
+            return _switch(raw)
+        if name == "paths":
+            return tuple(Path(part) for part in raw.split(os.pathsep) if part)
+        if option.repeatable:
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        return option.parse(raw)
+    except ValueError as error:
+        raise ValueError(f"{env_name}={raw!r}: {error}") from None
+
+
+def _from_flag(option: Option, value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(value)
+    if option.switch:
+        return bool(value)
+    return value
+
