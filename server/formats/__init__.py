@@ -38,7 +38,9 @@ def parse_cassette(document: Document, *, name: str, file: str) -> Cassette:
             file=file,
             line=document.line_of_key("version") or 1,
         )
-    raw_interactions = data["interactions"] or []
+    raw_interactions = data["interactions"]
+    if raw_interactions is None:  # `interactions:` with nothing under it
+        raw_interactions = []
     if not isinstance(raw_interactions, list):
         raise CassetteLoadError(
             "`interactions` must be a list", file=file, line=document.line_of_key("interactions")

@@ -1,0 +1,119 @@
+"""Shared fixtures: cassette files written to a temp dir, and a real uvicorn on a free port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+import yaml
+
+from server import Settings, create_app
+from server.app import CassetteServerApp
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLED = ROOT / "cassettes"
+CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+def interaction(
+    body: str | bytes | None = '{"model":"m","messages":[{"role":"user","content":"hi"}]}',
+    *,
+    url: str = "https://api.openai.com/v1/chat/completions",
+    method: str = "POST",
+    response_body: str | bytes = '{"ok":true}',
+    code: int = 200,
+    content_type: str | None = "application/json",
+    duration: str = "0s",
+    request_headers: dict[str, list[str]] | None = None,
+    response_headers: dict[str, list[str]] | None = None,
+    **response_extra: Any,
+) -> dict[str, Any]:
+    """One go-vcr v2 interaction as a dict (ids are assigned by ``go_vcr``)."""
+    headers = dict(response_headers or {})
+    if content_type is not None:
+        headers.setdefault("Content-Type", [content_type])
+    return {
+        "request": {"body": body, "headers": request_headers or {}, "url": url, "method": method},
+        "response": {"body": response_body, "headers": headers, "status": f"{code}", "code": code,
+                     "duration": duration, **response_extra},
+    }
+
+
+def go_vcr(*interactions: dict[str, Any], version: int = 2) -> str:
+    items = [{"id": i, **item} if version == 2 else item for i, item in enumerate(interactions)]
+    return yaml.safe_dump({"version": version, "interactions": items}, allow_unicode=True, sort_keys=False)
+
+
+@pytest.fixture
+def cassette_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "cassettes"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def write_cassette(cassette_dir: Path) -> Callable[..., Path]:
+    """write_cassette("name", text_or_interaction_dicts...) → the file written."""
+
+    def write(name: str, *content: str | dict[str, Any], version: int = 2) -> Path:
+        path = cassette_dir / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if len(content) == 1 and isinstance(content[0], str):
+            path.write_text(content[0], encoding="utf-8")
+        else:
+            path.write_text(go_vcr(*content, version=version), encoding="utf-8")  # type: ignore[arg-type]
+        return path
+
+    return write
+
+
+@contextmanager
+def live_server(settings: Settings) -> Iterator[tuple[str, CassetteServerApp]]:
+    """A real uvicorn serving ``settings`` on a free port, in a thread."""
+    app = create_app(settings)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., tuple[str, CassetteServerApp]]]:
+    """serve(*paths, **settings) → (base URL, app) of a live server, stopped after the test."""
+    stack: list[Any] = []
+
+    def start(*paths: Path, **options: Any) -> tuple[str, CassetteServerApp]:
+        manager = live_server(Settings(paths=tuple(paths), **options))
+        stack.append(manager)
+        return manager.__enter__()
+
+    yield start
+    for manager in reversed(stack):
+        manager.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def bundled_server() -> Iterator[str]:
+    """One live server on the bundled cassettes at speed 0, shared by a test module."""
+    with live_server(Settings(paths=(BUNDLED,), speed=0)) as (url, _):
+        yield url

@@ -1,0 +1,156 @@
+"""The HTTP surface, in-process: replay, scoping, control headers, errors, admin."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server import Settings, create_app
+from server.index import Exhausted
+
+from .conftest import BUNDLED, interaction
+
+
+def call(settings: Settings, *requests: tuple[str, str, dict]) -> list[httpx.Response]:
+    async def run() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=create_app(settings))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return [await client.request(method, url, **kw) for method, url, kw in requests]
+
+    return asyncio.run(run())
+
+
+def seed_request(number: int) -> bytes:
+    import yaml
+
+    data = yaml.safe_load((BUNDLED / "weather.yaml").read_text())
+    return data["interactions"][number]["request"]["body"].encode()
+
+
+FAST = Settings(paths=(BUNDLED,), speed=0)
+
+
+def test_replays_recorded_body_and_headers_exactly() -> None:
+    [response] = call(FAST, ("POST", "/v1/chat/completions", {"content": seed_request(0)}))
+    import yaml
+
+    recorded = yaml.safe_load((BUNDLED / "weather.yaml").read_text())["interactions"][0]["response"]
+    assert response.status_code == 200
+    assert response.content == recorded["body"].encode()
+    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert "x-accel-buffering" not in response.headers and "cache-control" not in response.headers
+
+
+def test_body_matched_by_value_not_bytes() -> None:
+    reordered = json.dumps(json.loads(seed_request(1)), indent=2, sort_keys=True)
+    [response] = call(FAST, ("POST", "/v1/chat/completions", {"content": reordered}))
+    assert response.status_code == 200 and "\"content\":\"°C\"".encode() in response.content
+
+
+def test_non_streaming_has_content_length() -> None:
+    body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Write a haiku about cassette tapes."}]}'
+    [response] = call(FAST, ("POST", "/v1/chat/completions", {"content": body}))
+    assert response.status_code == 200
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert response.json()["choices"][0]["message"]["content"].startswith("Magnetic ribbon")
+
+
+def test_error_responses_are_replayed_with_their_status() -> None:
+    body = b'{"model":"gpt-5-turbo","messages":[{"role":"user","content":"Hello"}]}'
+    [response] = call(FAST, ("POST", "/v1/chat/completions", {"content": body}))
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "model_not_found"
+    assert "x-should-retry" not in response.headers  # as recorded: not one of our misses
+
+
+def test_miss_is_404_json_with_diff_and_no_retry() -> None:
+    body = seed_request(0).replace(b"Florence,Italy", b"Paris")
+    [response] = call(FAST, ("POST", "/v1/chat/completions", {"content": body}))
+    assert response.status_code == 404
+    assert response.headers["x-should-retry"] == "false"
+    error = response.json()["error"]
+    assert error["type"] == "not_found_error" and error["code"] == "cassette_miss" and error["status"] == "NOT_FOUND"
+    assert "weather#0" in error["message"]
+    assert 'messages[1].content: recorded "What\'s the weather in Florence,Italy?", received "What\'s the weather in Paris?"' in error["message"]
+
+
+def test_scope_by_prefix_and_header(write_cassette, cassette_dir: Path) -> None:
+    write_cassette("team/a", interaction(response_body="from a"))
+    write_cassette("b", interaction(response_body="from b"))
+    settings = Settings(paths=(cassette_dir,), speed=0)
+    body = {"content": interaction()["request"]["body"]}
+    responses = call(
+        settings,
+        ("POST", "/__cassette/b/v1/chat/completions", body),
+        ("POST", "/__cassette/team/a/v1/chat/completions", body),
+        ("POST", "/v1/chat/completions", {**body, "headers": {"X-Cassette": "b"}}),
+        ("POST", "/__cassette/nope/v1/chat/completions", body),
+        ("POST", "/__cassette/b/v1/chat/completions", {**body, "headers": {"X-Cassette": "team/a"}}),
+        ("POST", "/v1/chat/completions", {**body, "headers": {"X-Cassette": "nope"}}),
+    )
+    assert [r.content for r in responses[:3]] == [b"from b", b"from a", b"from b"]
+    assert responses[3].status_code == 404 and responses[3].json()["error"]["code"] == "unknown_cassette"
+    assert "loaded: b, team/a" in responses[3].json()["error"]["message"]
+    assert responses[4].status_code == 400
+    assert responses[5].status_code == 404 and responses[5].json()["error"]["code"] == "unknown_cassette"
+
+
+def test_scoped_miss_mentions_identical_request_elsewhere(write_cassette, cassette_dir: Path) -> None:
+    write_cassette("a", interaction())
+    write_cassette("b", interaction('{"other":1}'))
+    [response] = call(Settings(paths=(cassette_dir,), speed=0),
+                      ("POST", "/__cassette/b/v1/chat/completions", {"content": interaction()["request"]["body"]}))
+    assert "An identical request is recorded in a#0" in response.json()["error"]["message"]
+
+
+def test_sessions_over_http(write_cassette, cassette_dir: Path) -> None:
+    write_cassette("s", interaction(response_body="one"), interaction(response_body="two"))
+    settings = Settings(paths=(cassette_dir,), speed=0, exhausted=Exhausted.ERROR)
+    body = interaction()["request"]["body"]
+    as_session = lambda s: ("POST", "/v1/chat/completions", {"content": body, "headers": {"X-Cassette-Session": s}})  # noqa: E731
+    responses = call(settings, as_session("x"), as_session("y"), as_session("x"), as_session("x"))
+    assert [r.content for r in responses[:3]] == [b"one", b"one", b"two"]
+    assert responses[3].status_code == 404
+    assert "already served in session 'x' (s#0, s#1)" in responses[3].json()["error"]["message"]
+
+
+def test_bad_speed_header_is_a_clear_400() -> None:
+    [response] = call(FAST, ("POST", "/v1/chat/completions", {"content": seed_request(0), "headers": {"X-Replay-Speed": "fast"}}))
+    assert response.status_code == 400
+    assert "X-Replay-Speed".lower() in response.json()["error"]["message"].lower()
+
+
+def test_percent_encoded_paths_match(write_cassette, cassette_dir: Path) -> None:
+    write_cassette("bedrock", interaction(url="https://bedrock-runtime.us-east-1.amazonaws.com/model/us.anthropic.claude-v1%3A0/invoke"))
+    body = interaction()["request"]["body"]
+    responses = call(Settings(paths=(cassette_dir,), speed=0),
+                     ("POST", "/model/us.anthropic.claude-v1:0/invoke", {"content": body}),
+                     ("POST", "/model/us.anthropic.claude-v1%3A0/invoke", {"content": body}))
+    assert [r.status_code for r in responses] == [200, 200]
+
+
+def test_admin_health_and_cassettes(write_cassette, cassette_dir: Path) -> None:
+    write_cassette("good", interaction())
+    write_cassette("bad", "version: 2\ninteractions:\n  - [unclosed\n")
+    health, listing = call(Settings(paths=(cassette_dir,)), ("GET", "/__admin/health", {}), ("GET", "/__admin/cassettes", {}))
+    assert health.status_code == 200 and health.json()["cassettes"] == 1 and health.json()["load_errors"] == 1
+    good, bad = listing.json()
+    assert good == {"name": "good", "file": str(cassette_dir / "good.yaml"), "format": "go-vcr v2", "interactions": 1,
+                    "endpoints": ["POST /v1/chat/completions"], "load_errors": []}
+    assert bad["name"] == "bad" and bad["interactions"] == 0
+    assert bad["load_errors"][0]["line"] == 4 and "invalid YAML" in bad["load_errors"][0]["reason"]
+
+
+def test_admin_openapi_docs() -> None:
+    [docs] = call(FAST, ("GET", "/__admin/docs", {}))
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+@pytest.mark.parametrize("path", ["/", "/v1/models", "/__administrator"])
+def test_unknown_paths_are_misses_not_crashes(path: str) -> None:
+    [response] = call(FAST, ("GET", path, {}))
+    assert response.status_code == 404 and response.json()["error"]["code"] == "cassette_miss"

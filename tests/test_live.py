@@ -1,0 +1,99 @@
+"""A real uvicorn on a socket: streaming, pacing and timing as a client sees them.
+
+Timing assertions are lower bounds ("not before the recorded delay") or generous upper bounds
+for speed 0, which never waits.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+
+import httpx
+
+from .conftest import interaction
+
+EVENTS = [f'data: {{"n":{n}}}\n\n'.encode() for n in range(5)] + [b"data: [DONE]\n\n"]
+BODY = interaction()["request"]["body"]
+
+
+def stream(url: str, path: str = "/v1/chat/completions", headers: dict | None = None) -> tuple[float, float, list[tuple[float, bytes]]]:
+    """(seconds to headers, seconds to end, [(arrival, piece)]) with times from the request start."""
+    with httpx.Client(timeout=30) as client:
+        start = time.monotonic()
+        with client.stream("POST", url + path, content=BODY, headers=headers or {}) as response:
+            assert response.status_code == 200
+            headers_at = time.monotonic() - start
+            pieces = [(time.monotonic() - start, piece) for piece in response.iter_raw()]
+        return headers_at, time.monotonic() - start, pieces
+
+
+def test_sse_events_arrive_one_by_one_and_byte_exact(write_cassette, cassette_dir, serve) -> None:
+    write_cassette("s", interaction(response_body=b"".join(EVENTS).decode(), content_type="text/event-stream"))
+    url, _ = serve(cassette_dir, event_interval=0.05)
+    _, _, pieces = stream(url)
+    assert [piece for _, piece in pieces] == EVENTS
+    # default pacing: event n leaves no earlier than n × interval after the headers
+    assert pieces[-1][0] - pieces[0][0] >= 0.05 * (len(EVENTS) - 1) * 0.9
+
+
+def test_headers_not_before_recorded_duration(write_cassette, cassette_dir, serve) -> None:
+    write_cassette("slow", interaction(duration="400ms", response_body=b"".join(EVENTS).decode(), content_type="text/event-stream"))
+    url, _ = serve(cassette_dir, event_interval=0)
+    headers_at, _, _ = stream(url)
+    assert headers_at >= 0.4
+
+
+def test_recorded_event_offsets_are_honoured(write_cassette, cassette_dir, serve) -> None:
+    offsets = [0.0, 0.0, 0.25, 0.25, 0.3, 0.5]
+    write_cassette("timed", interaction(duration="100ms", response_body=b"".join(EVENTS).decode(),
+                                        content_type="text/event-stream", event_offsets=offsets))
+    url, _ = serve(cassette_dir, event_interval=10)  # would be far slower if offsets were ignored
+    _, total, pieces = stream(url)
+    assert b"".join(piece for _, piece in pieces) == b"".join(EVENTS)
+    for (arrival, piece), offset in zip(pieces, [0.0, 0.0, 0.25, 0.25, 0.3, 0.5]):
+        if piece in EVENTS:
+            assert arrival >= 0.1 + offsets[EVENTS.index(piece)] - 1e-3
+    assert total < 5  # the 10 s interval was not used
+
+
+def test_speed_zero_is_fast_and_header_overrides(write_cassette, cassette_dir, serve) -> None:
+    write_cassette("slow", interaction(duration="3s", response_body=b"".join(EVENTS).decode(),
+                                       content_type="text/event-stream", event_offsets=[0, 1, 2, 3, 4, 5]))
+    fast_url, _ = serve(cassette_dir, speed=0)
+    _, total, pieces = stream(fast_url)
+    assert total < 1.5 and b"".join(p for _, p in pieces) == b"".join(EVENTS)
+    slow_url, _ = serve(cassette_dir, speed=1)
+    _, total, _ = stream(slow_url, headers={"X-Replay-Speed": "0"})
+    assert total < 1.5
+    headers_at, _, _ = stream(fast_url, headers={"X-Replay-Speed": "10"})
+    assert headers_at >= 0.3  # 3 s recorded / 10
+
+
+def eventstream_frame(payload: bytes) -> bytes:
+    total = 16 + len(payload)
+    prelude = struct.pack(">II", total, 0)
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    return prelude + payload + struct.pack(">I", zlib.crc32(prelude + payload))
+
+
+def test_bedrock_eventstream_frame_by_frame(write_cassette, cassette_dir, serve) -> None:
+    frames = [eventstream_frame(f'{{"bytes":"{n}"}}'.encode()) for n in range(4)]
+    write_cassette("bedrock", interaction(url="https://bedrock-runtime.us-east-1.amazonaws.com/model/m%3A0/invoke-with-response-stream",
+                                          response_body=b"".join(frames), content_type="application/vnd.amazon.eventstream"))
+    url, _ = serve(cassette_dir, event_interval=0.05)
+    _, _, pieces = stream(url, path="/model/m:0/invoke-with-response-stream")
+    assert [piece for _, piece in pieces] == frames
+
+
+def test_client_leaving_mid_stream_does_not_hurt_the_server(write_cassette, cassette_dir, serve) -> None:
+    write_cassette("s", interaction(response_body=b"".join(EVENTS).decode(), content_type="text/event-stream"))
+    url, _ = serve(cassette_dir, event_interval=0.2)
+    with httpx.Client() as client:
+        with client.stream("POST", url + "/v1/chat/completions", content=BODY) as response:
+            next(response.iter_raw())
+    health = httpx.get(url + "/__admin/health")
+    assert health.status_code == 200
+    _, _, pieces = stream(url, headers={"X-Replay-Speed": "0"})
+    assert b"".join(p for _, p in pieces) == b"".join(EVENTS)

@@ -1,0 +1,153 @@
+"""Loading cassette files: formats, names, line-numbered errors, safety."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from server.loader import load_paths
+from server.models import BodyKind
+
+from .conftest import BUNDLED, go_vcr, interaction
+
+
+def test_bundled_cassettes_all_load() -> None:
+    result = load_paths([BUNDLED])
+    assert result.errors == []
+    names = {cassette.name for cassette in result.cassettes}
+    assert {"weather", "openai/haiku", "openai/model-not-found", "anthropic/multi-turn"} <= names
+
+
+def test_names_are_relative_paths_without_extension(write_cassette, cassette_dir: Path) -> None:
+    write_cassette("top", interaction())
+    nested = write_cassette("openai/chat/simple", interaction())
+    result = load_paths([cassette_dir, nested])  # the nested file also given directly: loaded once
+    assert [c.name for c in result.cassettes] == ["openai/chat/simple", "top"]
+
+
+def test_file_given_directly_is_named_by_its_stem(write_cassette) -> None:
+    path = write_cassette("deep/inside/weather", interaction())
+    assert [c.name for c in load_paths([path]).cassettes] == ["weather"]
+
+
+def test_yml_suffix_and_hidden_files(cassette_dir: Path) -> None:
+    (cassette_dir / "a.yml").write_text(go_vcr(interaction()))
+    (cassette_dir / ".hidden.yaml").write_text(go_vcr(interaction()))
+    (cassette_dir / "notes.txt").write_text("not a cassette")
+    assert [c.name for c in load_paths([cassette_dir]).cassettes] == ["a"]
+
+
+def test_seed_cassette_reads_as_recorded() -> None:
+    [weather] = [c for c in load_paths([BUNDLED]).cassettes if c.name == "weather"]
+    first, second = weather.interactions
+    assert first.request.method == "POST" and first.request.path == "/v1/chat/completions"
+    assert first.response.duration == pytest.approx(2.459145959)
+    assert second.response.duration == pytest.approx(0.488971083)
+    assert first.response.kind is BodyKind.SSE
+    assert b"".join(first.response.chunks) == first.response.body
+    assert first.response.chunks[-1] == b"data: [DONE]\n\n"
+    assert len(first.response.chunks) == 12
+
+
+def test_bad_yaml_names_file_and_line_and_others_still_load(write_cassette, cassette_dir: Path) -> None:
+    write_cassette("good", interaction())
+    write_cassette("bad", "version: 2\ninteractions:\n- id: 0\n  request: {method: POST\n  response: x\n")
+    result = load_paths([cassette_dir])
+    assert [c.name for c in result.cassettes] == ["good"]
+    [failure] = result.failures
+    assert failure.name == "bad"
+    [error] = failure.errors
+    assert error.file.endswith("bad.yaml") and error.line in (4, 5)
+    assert "invalid YAML" in error.reason
+
+
+def test_missing_fields_are_reported_per_interaction_with_line(write_cassette) -> None:
+    text = go_vcr(interaction(), interaction())
+    broken = text.replace("method: POST", "verb: POST", 1)
+    path = write_cassette("broken", broken)
+    [failure] = load_paths([path]).failures
+    [error] = failure.errors
+    assert "interaction 0" in error.reason and "request.method is missing" in error.reason
+    assert error.line == 3  # the "- id: 0" line
+
+
+def test_every_bad_interaction_is_listed(write_cassette) -> None:
+    bad = interaction(code=999)
+    path = write_cassette("two-bad", interaction(duration="soon"), bad)
+    [failure] = load_paths([path]).failures
+    reasons = [error.reason for error in failure.errors]
+    assert len(reasons) == 2
+    assert "'soon' is not a duration" in reasons[0]
+    assert "999" in reasons[1]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("version: 3\ninteractions: []\n", "unknown cassette format (version: 3)"),
+        ("- just\n- a list\n", "not a cassette"),
+        ("version: 2\ninteractions: {}\n", "`interactions` must be a list"),
+        ("", "not a cassette"),
+    ],
+)
+def test_wrong_shapes(write_cassette, text: str, expected: str) -> None:
+    path = write_cassette("wrong", text)
+    [failure] = load_paths([path]).failures
+    assert expected in failure.errors[0].reason
+
+
+def test_python_tags_are_refused(write_cassette) -> None:
+    path = write_cassette("evil", "version: 2\ninteractions: !!python/object/apply:os.system ['echo pwned']\n")
+    [failure] = load_paths([path]).failures
+    assert failure.errors[0].line == 2
+    assert "python/object" in failure.errors[0].reason
+
+
+def test_missing_path_is_a_load_error(tmp_path: Path) -> None:
+    result = load_paths([tmp_path / "nope"])
+    assert result.cassettes == ()
+    assert "no such file" in result.errors[0].reason
+
+
+def test_duplicate_names_are_refused(tmp_path: Path) -> None:
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "same.yaml").write_text(go_vcr(interaction()))
+    result = load_paths([tmp_path / "a", tmp_path / "b"])
+    assert [c.file for c in result.cassettes] == [str(tmp_path / "a" / "same.yaml")]
+    assert "already used" in result.errors[0].reason
+
+
+def test_binary_bodies_and_version_1(write_cassette) -> None:
+    frame = b"\x00\x01\xffbinary"
+    text = (
+        "version: 1\ninteractions:\n- request:\n    body: !!binary " + base64.b64encode(b"\xff\xfe").decode()
+        + "\n    url: http://x/upload\n    method: put\n  response:\n    body: !!binary "
+        + base64.b64encode(frame).decode() + "\n    status: 201 Created\n    duration: 1.5s\n"
+    )
+    [cassette] = load_paths([write_cassette("v1", text)]).cassettes
+    [item] = cassette.interactions
+    assert cassette.format == "go-vcr v1"
+    assert item.id == 0 and item.request.method == "PUT" and item.request.body == b"\xff\xfe"
+    assert item.response.body == frame and item.response.status == 201 and item.response.reason == "Created"
+    assert item.response.duration == 1.5
+
+
+def test_interactions_are_ordered_by_id(write_cassette) -> None:
+    text = go_vcr(interaction(response_body="first"), interaction(response_body="second"))
+    text = text.replace("- id: 0", "- id: 7", 1)
+    [cassette] = load_paths([write_cassette("ordered", text)]).cassettes
+    assert [i.id for i in cassette.interactions] == [1, 7]
+
+
+@pytest.mark.parametrize(
+    "value, seconds",
+    [("2.459145959s", 2.459145959), ("488.971083ms", 0.488971083), ("1m2.5s", 62.5), ("150µs", 0.00015), ("0s", 0.0), ("0", 0.0), (1500000000, 1.5)],
+)
+def test_go_durations(write_cassette, value: object, seconds: float) -> None:
+    item = interaction()
+    item["response"]["duration"] = value
+    [cassette] = load_paths([write_cassette("d", item)]).cassettes
+    assert cassette.interactions[0].response.duration == pytest.approx(seconds)

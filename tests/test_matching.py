@@ -1,0 +1,90 @@
+"""Normalisation: which requests count as the same."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.matching import MatchRules, normalise_path, normalise_query
+
+RULES = MatchRules()
+
+
+def body_key(body: str | bytes, rules: MatchRules = RULES) -> bytes:
+    return rules.body_key(body.encode() if isinstance(body, str) else body)
+
+
+@pytest.mark.parametrize(
+    "recorded, received",
+    [
+        ('{"a":1,"b":[1,2]}', '{ "b" : [1, 2],\n "a": 1 }'),  # key order, whitespace
+        ('{"city":"Montr\\u00e9al"}', '{"city":"Montréal"}'),  # unicode escapes
+        ('{"t":1}', '{"t":1.0}'),  # number spelling
+        ('{"t":100}', '{"t":1e2}'),
+        ('{"s":"a\\r\\nb"}', '{"s":"a\\nb"}'),  # CRLF inside strings
+    ],
+)
+def test_json_bodies_equal_by_value(recorded: str, received: str) -> None:
+    assert body_key(recorded) == body_key(received)
+
+
+@pytest.mark.parametrize(
+    "recorded, received",
+    [
+        ('{"a":1}', '{"a":2}'),
+        ('{"a":[1,2]}', '{"a":[2,1]}'),  # array order matters
+        ('{"a":true}', '{"a":1}'),
+        ('{"t":1.5}', '{"t":1}'),
+        ('{"a":null}', "{}"),
+    ],
+)
+def test_json_bodies_that_differ(recorded: str, received: str) -> None:
+    assert body_key(recorded) != body_key(received)
+
+
+def test_non_json_bodies_are_bytes() -> None:
+    assert body_key(b"a=1&b=2") == b"a=1&b=2"
+    assert body_key(b"a=1&b=2") != body_key(b"b=2&a=1")
+    assert body_key(b"") == b""
+
+
+def test_exact_body_mode_compares_bytes() -> None:
+    rules = MatchRules(exact_body=True)
+    no_header = lambda name: None  # noqa: E731
+    a = rules.key("POST", "/x", "", no_header, b'{"a":1}')
+    b = rules.key("POST", "/x", "", no_header, b'{"a": 1}')
+    assert a != b
+
+
+def test_ignore_fields() -> None:
+    rules = MatchRules.build(ignore_fields=("metadata.user_id", "messages[*].cache_control"))
+    recorded = '{"metadata":{"user_id":"u-1"},"messages":[{"role":"user","cache_control":{"type":"ephemeral"}}]}'
+    received = '{"metadata":{"user_id":"u-2"},"messages":[{"role":"user"}]}'
+    assert body_key(recorded, rules) == body_key(received, rules)
+    assert body_key(recorded) != body_key(received)
+
+
+def test_match_headers() -> None:
+    rules = MatchRules.build(match_headers=("Anthropic-Beta",))
+    with_beta = rules.key("POST", "/v1/messages", "", {"anthropic-beta": "tools"}.get, b"")
+    other = rules.key("POST", "/v1/messages", "", {"anthropic-beta": "other"}.get, b"")
+    assert with_beta != other
+    assert MatchRules().key("POST", "/v1/messages", "", {"anthropic-beta": "tools"}.get, b"") == MatchRules().key(
+        "post", "/v1/messages", "", {}.get, b""
+    )
+
+
+def test_query_and_path() -> None:
+    assert normalise_query("b=2&a=1&alt=sse") == normalise_query("alt=sse&a=1&b=2")
+    assert normalise_query("q=a%20b") == normalise_query("q=a+b")
+    assert normalise_query("empty=") == (("empty", ""),)
+    assert normalise_path("/model/us.anthropic.claude-v1%3A0/invoke") == "/model/us.anthropic.claude-v1:0/invoke"
+
+
+def test_huge_integers_and_nan_do_not_crash() -> None:
+    assert body_key('{"n": 123456789012345678901234567890}') == body_key('{"n":123456789012345678901234567890}')
+    assert body_key('{"n": NaN}')
+
+
+def test_bad_ignore_path_is_rejected_up_front() -> None:
+    with pytest.raises(ValueError, match="bad field path"):
+        MatchRules.build(ignore_fields=("a..b",))
