@@ -45,6 +45,8 @@ def parse_document(text: bytes, *, file: str) -> Document:
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         reason = f"invalid YAML: {error.problem or error.context}"
+        if error.context and error.context_mark and error.problem_mark and error.context_mark.line != error.problem_mark.line:
+            reason += f" ({error.context} that starts at line {error.context_mark.line + 1})"
         raise CassetteLoadError(reason, file=file, line=mark.line + 1 if mark else None) from None
     except (yaml.YAMLError, UnicodeDecodeError, ValueError) as error:
         raise CassetteLoadError(f"invalid YAML: {error}", file=file) from None

@@ -1,0 +1,121 @@
+"""The command line as users run it: a real process, flags, environment variables, exit codes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from .conftest import BUNDLED, ROOT, interaction
+
+BAD_YAML = "version: 2\ninteractions:\n- id: 0\n  request: [unclosed\n"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "server", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})}, cwd=cwd)
+
+
+@contextmanager
+def server(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> Iterator[tuple[str, subprocess.Popen]]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "server", "serve", *args], cwd=cwd, text=True,
+                               env={**os.environ, "CASSETTE_SERVER_PORT": str(port), **(env or {})},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(url + "/__admin/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.1)
+        yield url, process
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        process.stdout.close()
+
+
+def test_serve_logs_what_it_loaded_and_what_it_could_not(write_cassette, cassette_dir: Path) -> None:
+    write_cassette("good", interaction(), interaction('{"turn":2}'))
+    bad = write_cassette("bad", BAD_YAML)
+    with server(str(cassette_dir)) as (url, process):
+        listing = httpx.get(url + "/__admin/cassettes").json()
+        process.terminate()
+        output = process.stdout.read()
+    assert [entry["name"] for entry in listing] == ["good", "bad"]
+    assert "Loaded 1 cassettes (2 interactions)" in output
+    assert "good: 2 interactions" in output
+    assert "Endpoint POST /v1/chat/completions: 2 interactions" in output
+    assert f"Cannot load {bad}:5: invalid YAML: did not find expected ',' or ']' (while parsing a flow sequence that starts at line 4)" in output
+
+
+def test_default_path_is_cassettes_in_the_working_directory(tmp_path: Path) -> None:
+    (tmp_path / "cassettes").mkdir()
+    (tmp_path / "cassettes" / "here.yaml").write_text((BUNDLED / "weather.yaml").read_text())
+    with server(cwd=tmp_path) as (url, _):
+        assert [entry["name"] for entry in httpx.get(url + "/__admin/cassettes").json()] == ["here"]
+
+
+def test_environment_configures_everything(write_cassette, cassette_dir: Path) -> None:
+    write_cassette("env", interaction(duration="5s"))
+    env = {"CASSETTE_SERVER_PATHS": str(cassette_dir), "CASSETTE_SERVER_SPEED": "0"}
+    with server(env=env) as (url, _):
+        start = time.monotonic()
+        response = httpx.post(url + "/v1/chat/completions", content=interaction()["request"]["body"])
+        assert response.status_code == 200 and time.monotonic() - start < 2.5
+
+
+def test_flag_wins_over_environment(write_cassette, cassette_dir: Path) -> None:
+    write_cassette("env", interaction(duration="1s"))
+    with server(str(cassette_dir), "--speed", "1", env={"CASSETTE_SERVER_SPEED": "0"}) as (url, _):
+        start = time.monotonic()
+        httpx.post(url + "/v1/chat/completions", content=interaction()["request"]["body"])
+        assert time.monotonic() - start >= 1.0
+
+
+def test_strict_makes_load_errors_fatal(write_cassette, cassette_dir: Path) -> None:
+    write_cassette("good", interaction())
+    bad = write_cassette("bad", BAD_YAML)
+    result = run("serve", str(cassette_dir), "--strict", "--port", str(free_port()))
+    assert result.returncode == 1
+    assert f"{bad}:5" in result.stderr and "--strict" in result.stderr
+
+
+def test_bad_values_are_usage_errors() -> None:
+    flag = run("serve", "--speed", "-1")
+    assert flag.returncode == 2 and "argument --speed: speed must be a number >= 0" in flag.stderr
+    env = run("serve", env={"CASSETTE_SERVER_EXHAUSTED": "sometimes"})
+    assert env.returncode == 2 and "CASSETTE_SERVER_EXHAUSTED='sometimes'" in env.stderr
+    path = run("serve", "--ignore-field", "a..b")
+    assert path.returncode == 2 and "bad field path" in path.stderr
+
+
+def test_help_shows_every_environment_variable() -> None:
+    result = run("serve", "--help")
+    for name in ("PATHS", "HOST", "PORT", "SPEED", "EVENT_INTERVAL", "EXHAUSTED", "IGNORE_FIELDS", "MATCH_HEADERS",
+                 "EXACT_BODY", "STRICT", "LOG_LEVEL"):
+        assert f"CASSETTE_SERVER_{name}" in result.stdout
+
+
+def test_no_command_prints_help() -> None:
+    result = run()
+    assert result.returncode == 2 and "serve" in result.stderr
