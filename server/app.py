@@ -61,7 +61,7 @@ class CassetteServerApp:
             request = ReceivedRequest(scope["method"], path, scope["query_string"].decode("latin-1"), headers, body)
             pacing = self._pacing(headers.get(SPEED_HEADER))
             session = headers.get(SESSION_HEADER) or DEFAULT_SESSION
-            interaction = self.service.lookup(request, session=session, scope=cassette, index=index)
+            match = self.service.lookup(request, session=session, scope=cassette, index=index)
         except HTTPError as error:
             await send_error(error, send)
             return
@@ -69,7 +69,7 @@ class CassetteServerApp:
             log.exception("internal error while matching %s %s", scope["method"], scope["path"])
             await send_error(HTTPError(f"cassette-server internal error: {error!r}; please report it"), send)
             return
-        await send_recorded(interaction.response, pacing, arrived, scope, receive, send)
+        await send_recorded(match.interaction.response, pacing, arrived, scope, receive, send)
 
     def _pacing(self, speed_header: str | None) -> Pacing:
         if speed_header is None:

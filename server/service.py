@@ -22,6 +22,15 @@ _SHOWN_DIFFERENCES = 8
 
 
 @dataclass(frozen=True)
+class Match:
+    """A successful lookup: what to serve, and how it was found."""
+
+    interaction: Interaction
+    repeated: bool = False  # served again after its sequence was used up (--exhausted repeat-last)
+    relaxation: str | None = None  # the matching relaxation that found it, if the strict match failed
+
+
+@dataclass(frozen=True)
 class Loaded:
     """What one load produced; replaced whole on reload so readers never see half of it."""
 
@@ -48,7 +57,7 @@ class CassetteService:
         log_load(result, self.settings)
         return result
 
-    def lookup(self, request: ReceivedRequest, *, session: str, scope: str | None, index: Index | None = None) -> Interaction:
+    def lookup(self, request: ReceivedRequest, *, session: str, scope: str | None, index: Index | None = None) -> Match:
         """The interaction to serve; raises CassetteMiss (explained) or UnknownCassette."""
         index = index or self.index
         if scope is not None and scope not in index.by_name:
@@ -56,7 +65,7 @@ class CassetteService:
         key = self.rules.key(request.method, request.path, request.query, request.header, request.body)
         take = index.take(key, session=session, scope=scope)
         if take.interaction is not None:
-            return take.interaction
+            return Match(take.interaction, repeated=take.repeated)
         message = self.explain_miss(request, take, session=session, scope=scope, index=index)
         log.warning("%s", message)
         raise CassetteMiss(message)

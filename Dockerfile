@@ -1,0 +1,32 @@
+# cassette-server: replay recorded LLM API cassettes.
+#   docker build -t cassette-server .
+#   docker run --rm -p 8080:8080 -v "$PWD/cassettes:/cassettes:ro" cassette-server
+ARG BASE_IMAGE=python:3.12-slim
+FROM ${BASE_IMAGE}
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /opt/cassette-server
+COPY pyproject.toml README.md ./
+COPY server ./server
+RUN python -m pip install . && rm -rf build ./*.egg-info
+
+# The bundled examples; mount your own cassettes over /cassettes.
+COPY cassettes /cassettes
+
+# An unprivileged user with a fixed uid, so mounted files can be made readable for it.
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin cassette
+USER 10001:10001
+
+ENV CASSETTE_SERVER_HOST=0.0.0.0 \
+    CASSETTE_SERVER_PORT=8080 \
+    CASSETTE_SERVER_PATHS=/cassettes
+EXPOSE 8080
+
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/__admin/health' % os.environ.get('CASSETTE_SERVER_PORT', '8080'), timeout=2)"
+
+CMD ["cassette-server", "serve"]
