@@ -51,6 +51,7 @@ class CassetteService:
         self.loaded = Loaded(LoadResult(), Index((), self.rules, settings.exhausted))
         self.journal = Journal(settings.journal_size)
         self._reload_lock = threading.Lock()  # admin calls and the file watcher may reload at once
+        self._put_files: dict[Path, int] = {}  # file written by PUT → its mtime (ns) right after
         self.reload()
 
     @property
@@ -93,6 +94,7 @@ class CassetteService:
             raise BadRequest(_not_saved(name, error.problems)) from None
         created = not target.exists()
         write_whole(target, text)
+        self._put_files[target.resolve()] = target.stat().st_mtime_ns
         log.info("Cassette '%s' %s by the admin API: %s", name, "added" if created else "replaced", target)
         result = self.reload()
         cassette = self.index.by_name.get(name)
@@ -100,6 +102,22 @@ class CassetteService:
             problems = [str(error) for failure in result.failures if failure.name == name for error in failure.errors]
             raise Conflict(f"cassette '{name}' was written to {target} but did not load: {'; '.join(problems) or 'it was removed'}")
         return cassette, created, result
+
+    def loaded_already(self, changed: set[Path]) -> bool:
+        """True when every changed file is one PUT wrote (and reloaded) and has not changed
+        since: the file watcher then need not reload, which would rewind every sequence again."""
+        if not changed:
+            return False
+        for path in changed:
+            try:
+                mtime = path.stat().st_mtime_ns
+            except OSError:
+                return False
+            if self._put_files.get(path) != mtime:
+                return False
+        for path in changed:
+            del self._put_files[path]
+        return True
 
     def cassette_directory(self) -> Path:
         """The first of the cassette paths that is a directory: where new cassettes are written."""

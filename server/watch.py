@@ -61,8 +61,10 @@ async def watch_cassettes(service: CassetteService, stop: asyncio.Event) -> None
     roots = sorted(set(directories) | {file.parent for file in files})
     log.info("Watching %s for cassette changes", ", ".join(map(str, roots)))
     async for changes in awatch(*roots, watch_filter=CassetteFiles(directories, files), stop_event=stop):
-        changed = ", ".join(sorted({path for _, path in changes}))
-        log.info("Cassette files changed (%s): reloading", changed)
+        paths = {Path(path) for _, path in changes}
+        if service.loaded_already(paths):
+            continue  # written by PUT /__admin/cassettes, which reloaded itself
+        log.info("Cassette files changed (%s): reloading", ", ".join(sorted(map(str, paths))))
         try:
             await asyncio.to_thread(service.reload)
         except Exception:  # keep watching: the next change may fix it

@@ -90,3 +90,22 @@ def test_raw_dot_dot_in_a_put_is_refused(cassette_dir: Path, serve, tmp_path: Pa
     assert b"cassette name '../escaped'" in reply
     assert not list(tmp_path.rglob("escaped*"))
 
+
+
+def test_watch_does_not_reload_again_after_a_put(cassette_dir: Path, serve) -> None:
+    """A second reload would rewind the sequence the client has just started."""
+    url, app = serve(cassette_dir, watch=True, speed=0)
+    reloads: list[int] = []
+    reload = app.service.reload
+    app.service.reload = lambda: reloads.append(1) or reload()  # type: ignore[method-assign]
+    wait_for(lambda: bool(reloads), poke=lambda: (cassette_dir / "ready.yaml").write_text("version: 2\ninteractions: []\n"))
+    time.sleep(0.5)  # let the watcher settle: pokes may have given more than one reload
+    reloads.clear()
+    sequence = "\n".join(["version: 2", "interactions:"] + [
+        f"- {{id: {n}, request: {{method: POST, url: 'https://x/v1/chat/completions', body: '{{}}'}}, response: {{code: 200, body: '{n}'}}}}"
+        for n in range(2)])
+    assert httpx.put(url + "/__admin/cassettes/seq", content=sequence).status_code == 201
+    assert httpx.post(url + "/v1/chat/completions", content="{}").content == b"0"
+    time.sleep(0.5)  # longer than the watcher takes to see the file and (wrongly) reload
+    assert httpx.post(url + "/v1/chat/completions", content="{}").content == b"1"
+    assert reloads == [1]  # PUT's own reload only
