@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -46,21 +46,22 @@ def create_admin(service: CassetteService) -> FastAPI:
 
     @admin.exception_handler(HTTPError)
     async def _http_error(_: Request, error: HTTPError) -> JSONResponse:
-        return JSONResponse(error.to_json(), status_code=error.status_code)
+        return json_error(error)
 
     @admin.exception_handler(RequestValidationError)
     async def _invalid_parameter(request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(map(str, problem['loc'][1:])) or 'request'} ({problem['loc'][0]}): {problem['msg']}"
-                             for problem in error.errors())
-        bad = BadRequest(f"{request.method} {request.url.path}: {problems}; {_DOCS_HINT}")
-        return JSONResponse(bad.to_json(), status_code=bad.status_code)
+        problems = "; ".join(
+            f"{'.'.join(map(str, problem['loc'][1:])) or 'request'} ({problem['loc'][0]}): {problem['msg']}"
+            for problem in error.errors()
+        )
+        return json_error(BadRequest(f"{request.method} {request.url.path}: {problems}; {_DOCS_HINT}"))
 
     @admin.exception_handler(StarletteHTTPException)
     async def _no_such_route(request: Request, error: StarletteHTTPException) -> JSONResponse:
         where = f"{request.method} {request.url.path}"
-        found = NotFound(f"no admin endpoint {where}; {_DOCS_HINT}") if error.status_code == 404 else \
-            BadRequest(f"{where}: {error.detail}; {_DOCS_HINT}")
-        return JSONResponse(found.to_json(), status_code=error.status_code, headers=error.headers)
+        if error.status_code == 404:
+            return json_error(NotFound(f"no admin endpoint {where}; {_DOCS_HINT}"))
+        return json_error(BadRequest(f"{where}: {error.detail}; {_DOCS_HINT}"), error.status_code, error.headers)
 
     @admin.get(HEALTH_PATH)
     def health() -> dict[str, Any]:
@@ -79,7 +80,9 @@ def create_admin(service: CassetteService) -> FastAPI:
         to load with its errors."""
         loaded = service.loaded
         served = served_by_session(loaded.index)
-        return [cassette_summary(c, served) for c in loaded.result.cassettes] + [failure_summary(f) for f in loaded.result.failures]
+        return [cassette_summary(c, served) for c in loaded.result.cassettes] + [
+            failure_summary(f) for f in loaded.result.failures
+        ]
 
     @admin.get("/__admin/cassettes/{name:path}")
     async def cassette(name: str) -> dict[str, Any]:
@@ -130,7 +133,8 @@ def create_admin(service: CassetteService) -> FastAPI:
         loaded = service.loaded
         if cassette is not None:
             _loaded_cassette(cassette, loaded.index, loaded.result)
-        return [interaction_details(i, {}) for i in unused(loaded.index, session=session, cassette=cassette)]
+        served = served_by_session(loaded.index)  # unused in one session may be used in others
+        return [interaction_details(i, served.get(i, {})) for i in unused(loaded.index, session=session, cassette=cassette)]
 
     @admin.post("/__admin/reset")
     async def reset(session: str | None = Query(None, description="only this session (default: all)")) -> dict[str, Any]:
@@ -169,8 +173,12 @@ class BearerToken:
             f"(CASSETTE_SERVER_ADMIN_TOKEN), so every /__admin endpoint except {HEALTH_PATH} "
             f"needs 'Authorization: Bearer <token>'."
         )
-        response = JSONResponse(error.to_json(), status_code=error.status_code, headers={"www-authenticate": "Bearer"})
-        await response(scope, receive, send)
+        await json_error(error, headers={"www-authenticate": "Bearer"})(scope, receive, send)
+
+
+def json_error(error: HTTPError, status_code: int | None = None, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The project's JSON error shape (errors.py), with the error's status unless told otherwise."""
+    return JSONResponse(error.to_json(), status_code=status_code or error.status_code, headers=headers)
 
 
 def _watching(service: CassetteService) -> Any:

@@ -79,7 +79,9 @@ class CassetteServerApp:
         finally:
             self._record(scope, session, arrived, match=match)
 
-    def _record(self, scope: Scope, session: str, arrived: float, *, match: Match | None = None, error: HTTPError | None = None) -> None:
+    def _record(
+        self, scope: Scope, session: str, arrived: float, *, match: Match | None = None, error: HTTPError | None = None
+    ) -> None:
         """Add the finished request to the journal (one small record; nothing is computed here)."""
         journal = self.service.journal
         if not journal.enabled:

@@ -76,15 +76,13 @@ def check_paths(paths: Sequence[Path], rules: MatchRules, *, allow_duplicates: b
     """Check every cassette under ``paths`` (files, or directories searched recursively)."""
     result = load_paths(paths)
     findings = _load_findings(result)
-    for cassette in result.cassettes:
-        findings += [
-            Finding("note", WARNING, i.file, i.line, f"{i.label}: {note}") for i in cassette.interactions for note in i.response.notes
-        ]
-    findings += duplicate_findings([i for c in result.cassettes for i in c.interactions], rules, allow_duplicates)
+    interactions = [i for cassette in result.cassettes for i in cassette.interactions]
+    findings += [Finding("note", WARNING, i.file, i.line, f"{i.label}: {note}") for i in interactions for note in i.response.notes]
+    findings += duplicate_findings(interactions, rules, allow_duplicates)
     files = [cassette.file for cassette in result.cassettes] + [f.file for f in result.failures if Path(f.file).is_file()]
-    interactions = {cassette.file: cassette.interactions for cassette in result.cassettes}
+    by_file = {cassette.file: cassette.interactions for cassette in result.cassettes}
     for file in files:
-        findings += secret_findings(file, interactions.get(file, ()))
+        findings += secret_findings(file, by_file.get(file, ()))
     if not result.cassettes and not result.failures:
         where = ", ".join(map(str, paths))
         findings.append(Finding("load-error", ERROR, where, None, "no cassette files (*.yaml, *.yml) found; check the paths"))
@@ -114,7 +112,7 @@ def duplicate_findings(interactions: Sequence[Interaction], rules: MatchRules, a
             continue
         places = ", ".join(f"{i.label} ({i.file}:{i.line})" if i.line else f"{i.label} ({i.file})" for i in group)
         if len({i.cassette for i in group}) == 1:
-            advice = "if that is a deliberate sequence (a retry, polling), pass --allow-duplicates; otherwise delete the stale one"
+            advice = "if that is a deliberate sequence (a retry, polling), pass --allow-duplicates; else delete the stale one"
         else:
             advice = ("scope each test to its cassette (X-Cassette header or /__cassette/NAME/ prefix) and pass "
                       "--allow-duplicates, or delete one")
@@ -158,7 +156,8 @@ def secret_findings(file: str, interactions: Sequence[Interaction]) -> list[Find
         for match in _SK_KEY.finditer(text):
             key = match.group()
             if _looks_random(key[3:]) and not is_placeholder(key[3:]) and not any(key in value for value in reported):
-                found.append(Finding("secret", ERROR, file, number, f"an API key ({preview(key)}) is written in the file; {_SECRET_ADVICE}"))
+                message = f"an API key ({preview(key)}) is written in the file; {_SECRET_ADVICE}"
+                found.append(Finding("secret", ERROR, file, number, message))
                 break
     return found
 

@@ -100,7 +100,8 @@ class CassetteService:
         cassette = self.index.by_name.get(name)
         if cassette is None:  # only when another writer changed the file between write and reload
             problems = [str(error) for failure in result.failures if failure.name == name for error in failure.errors]
-            raise Conflict(f"cassette '{name}' was written to {target} but did not load: {'; '.join(problems) or 'it was removed'}")
+            why = "; ".join(problems) or "it was removed"
+            raise Conflict(f"cassette '{name}' was written to {target} but did not load: {why}; PUT it again")
         return cassette, created, result
 
     def loaded_already(self, changed: set[Path]) -> bool:
@@ -140,7 +141,9 @@ class CassetteService:
         log.warning("%s", miss.message)
         raise miss
 
-    def explain_miss(self, request: ReceivedRequest, take: Take, *, session: str, scope: str | None, index: Index) -> CassetteMiss:
+    def explain_miss(
+        self, request: ReceivedRequest, take: Take, *, session: str, scope: str | None, index: Index
+    ) -> CassetteMiss:
         """The miss error: its message, and the closest recordings ranked (for the journal)."""
         endpoint = f"{request.method} {request.path}" + (f"?{request.query}" if request.query else "")
         if take.candidates:
@@ -173,7 +176,8 @@ class CassetteService:
 
 def _not_saved(name: str, problems: list[CassetteLoadError]) -> str:
     lines = "\n".join(f"  {problem}" for problem in problems)
-    return f"Cassette '{name}' not saved: the request body is not a cassette we can load:\n{lines}\nFix it and PUT again; nothing was written."
+    return (f"Cassette '{name}' not saved: the request body is not a cassette we can load:\n{lines}\n"
+            "Fix it and PUT again; nothing was written.")
 
 
 def _describe_closest(near: NearMiss) -> list[str]:

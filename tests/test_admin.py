@@ -131,6 +131,7 @@ def test_unused_before_and_after_a_replay(write_cassette, client) -> None:
     assert unused() == ["a#0", "b#0"]
     assert unused("?session=ci-1") == ["a#0", "b#0"]
     assert unused("?session=ci-2") == ["a#0", "a#1", "b#0"]
+    assert app.get("/__admin/unused?session=ci-2").json()[1]["served"] == {"ci-1": 1}
     assert unused("?cassette=a") == ["a#0"]
     detail = app.get("/__admin/unused?cassette=b").json()[0]
     assert detail["request"]["last_user_message"] == "three" and detail["times_served"] == 0
@@ -220,7 +221,8 @@ def test_put_replaces_an_existing_yml_file(cassette_dir: Path, client) -> None:
 
 def test_put_validates_before_writing(cassette_dir: Path, client) -> None:
     app = client()
-    response = app.put("/__admin/cassettes/bad", content="version: 2\ninteractions:\n- id: 0\n  request: {method: POST}\n  response: {code: 200}\n")
+    no_url = "version: 2\ninteractions:\n- id: 0\n  request: {method: POST}\n  response: {code: 200}\n"
+    response = app.put("/__admin/cassettes/bad", content=no_url)
     assert response.status_code == 400
     message = response.json()["error"]["message"]
     assert "request body:3: interaction 0: request.url is missing" in message and "nothing was written" in message
