@@ -1,19 +1,36 @@
-"""The admin API under /__admin: thin FastAPI routes over CassetteService.
+"""The admin API under /__admin: thin FastAPI routes over CassetteService and its journal.
 
 OpenAPI docs: /__admin/docs. Errors use the same JSON shape as replay errors (errors.py).
+Routes that read live state (usage counts, the journal) are ``async`` so they run on the event
+loop, where replay changes that state; routes that read files (reload, PUT) run in a thread and
+only swap the finished index in.
 """
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import CassetteLoadError, HTTPError
-from .loader import LoadFailure
-from .models import Cassette
+from .catalog import providers_and_models, served_by_session, summarise, unused
+from .errors import BadRequest, CassetteLoadError, HTTPError, NotFound, Unauthorized, UnknownCassette
+from .index import Index
+from .loader import LoadFailure, LoadResult
+from .models import BodyKind, Cassette, Interaction
 from .service import CassetteService
+from .watch import watch_cassettes
+
+HEALTH_PATH = "/__admin/health"
+_DOCS_HINT = "the admin endpoints are listed at /__admin/docs"
 
 
 def create_admin(service: CassetteService) -> FastAPI:
@@ -22,13 +39,31 @@ def create_admin(service: CassetteService) -> FastAPI:
         docs_url="/__admin/docs",
         redoc_url=None,
         openapi_url="/__admin/openapi.json",
+        lifespan=_watching(service),
     )
+    if service.settings.admin_token:
+        admin.add_middleware(BearerToken, token=service.settings.admin_token)
 
     @admin.exception_handler(HTTPError)
     async def _http_error(_: Request, error: HTTPError) -> JSONResponse:
-        return JSONResponse(error.to_json(), status_code=error.status_code)
+        return json_error(error)
 
-    @admin.get("/__admin/health")
+    @admin.exception_handler(RequestValidationError)
+    async def _invalid_parameter(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(map(str, problem['loc'][1:])) or 'request'} ({problem['loc'][0]}): {problem['msg']}"
+            for problem in error.errors()
+        )
+        return json_error(BadRequest(f"{request.method} {request.url.path}: {problems}; {_DOCS_HINT}"))
+
+    @admin.exception_handler(StarletteHTTPException)
+    async def _no_such_route(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        where = f"{request.method} {request.url.path}"
+        if error.status_code == 404:
+            return json_error(NotFound(f"no admin endpoint {where}; {_DOCS_HINT}"))
+        return json_error(BadRequest(f"{where}: {error.detail}; {_DOCS_HINT}"), error.status_code, error.headers)
+
+    @admin.get(HEALTH_PATH)
     def health() -> dict[str, Any]:
         """200 once cassettes are loaded (they load before the server accepts connections)."""
         result = service.loaded.result
@@ -40,22 +75,176 @@ def create_admin(service: CassetteService) -> FastAPI:
         }
 
     @admin.get("/__admin/cassettes")
-    def cassettes() -> list[dict[str, Any]]:
-        """Every cassette loaded, then every file that failed to load with its errors."""
-        result = service.loaded.result
-        return [cassette_summary(c) for c in result.cassettes] + [failure_summary(f) for f in result.failures]
+    async def cassettes() -> list[dict[str, Any]]:
+        """Every cassette loaded (with providers, models and usage), then every file that failed
+        to load with its errors."""
+        loaded = service.loaded
+        served = served_by_session(loaded.index)
+        return [cassette_summary(c, served) for c in loaded.result.cassettes] + [
+            failure_summary(f) for f in loaded.result.failures
+        ]
+
+    @admin.get("/__admin/cassettes/{name:path}")
+    async def cassette(name: str) -> dict[str, Any]:
+        """One cassette's interactions: request summary, response, recorded timing, times served."""
+        loaded = service.loaded
+        found = _loaded_cassette(name, loaded.index, loaded.result)
+        served = served_by_session(loaded.index)
+        summary = cassette_summary(found, served)
+        del summary["interactions"], summary["served"]  # counts, given in full per interaction below
+        summary["interactions"] = [interaction_details(i, served.get(i, {})) for i in found.interactions]
+        return summary
+
+    @admin.put("/__admin/cassettes/{name:path}")
+    async def put_cassette(name: str, request: Request) -> JSONResponse:
+        """Add or replace cassette NAME with the YAML in the body: validated first, written under
+        the first cassette directory, then every cassette is reloaded. 201 when new, else 200."""
+        text = await request.body()
+        added, created, result = await run_in_threadpool(service.put_cassette, name, text)
+        served = served_by_session(service.index)
+        body = {"cassette": cassette_summary(added, served), "created": created, **_load_report(result)}
+        return JSONResponse(body, status_code=201 if created else 200)
+
+    @admin.get("/__admin/requests")
+    async def requests(
+        session: str | None = Query(None, description="only this X-Cassette-Session"),
+        matched: bool | None = Query(None, description="true: only served requests; false: only the others"),
+        limit: int | None = Query(None, ge=1, description="at most this many, newest first"),
+    ) -> list[dict[str, Any]]:
+        """The request journal, newest first: what each request got and how long the reply took."""
+        return [entry.to_json() for entry in service.journal.entries(session=session, matched=matched, limit=limit)]
+
+    @admin.get("/__admin/requests/unmatched")
+    async def unmatched(
+        session: str | None = Query(None, description="only this X-Cassette-Session"),
+        limit: int | None = Query(None, ge=1, description="at most this many, newest first"),
+    ) -> list[dict[str, Any]]:
+        """Requests that were not served, newest first; misses with the closest recordings, each
+        with every difference in full."""
+        entries = service.journal.entries(session=session, matched=False, limit=limit)
+        return [entry.to_json(near_misses=True) for entry in entries]
+
+    @admin.get("/__admin/unused")
+    async def unused_interactions(
+        session: str | None = Query(None, description="not served in this session (default: in any session)"),
+        cassette: str | None = Query(None, description="only this cassette's interactions"),
+    ) -> list[dict[str, Any]]:
+        """Interactions not served yet, in recorded order: a CI job can fail on a stale recording."""
+        loaded = service.loaded
+        if cassette is not None:
+            _loaded_cassette(cassette, loaded.index, loaded.result)
+        served = served_by_session(loaded.index)  # unused in one session may be used in others
+        return [interaction_details(i, served.get(i, {})) for i in unused(loaded.index, session=session, cassette=cassette)]
+
+    @admin.post("/__admin/reset")
+    async def reset(session: str | None = Query(None, description="only this session (default: all)")) -> dict[str, Any]:
+        """Rewind sequence positions and usage counts, and clear the journal (all, or one session)."""
+        service.reset(session)
+        return {"status": "ok", "session": session}
+
+    @admin.post("/__admin/reload")
+    def reload() -> dict[str, Any]:
+        """Read the cassette paths again. The new index replaces the old one whole (requests in
+        flight finish on the old one); files that fail to load are reported, the rest served."""
+        return {"status": "ok", **_load_report(service.reload())}
 
     return admin
 
 
-def cassette_summary(cassette: Cassette) -> dict[str, Any]:
+class BearerToken:
+    """``--admin-token``: every admin call but health needs ``Authorization: Bearer TOKEN``."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == HEALTH_PATH:
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"authorization")
+        scheme, _, token = (given or b"").partition(b" ")
+        if scheme.lower() == b"bearer" and secrets.compare_digest(token.strip(), self.token):
+            await self.app(scope, receive, send)
+            return
+        problem = "has no 'Authorization: Bearer …' header" if given is None else "has a wrong token"
+        error = Unauthorized(
+            f"This admin call {problem}: the server was started with --admin-token "
+            f"(CASSETTE_SERVER_ADMIN_TOKEN), so every /__admin endpoint except {HEALTH_PATH} "
+            f"needs 'Authorization: Bearer <token>'."
+        )
+        await json_error(error, headers={"www-authenticate": "Bearer"})(scope, receive, send)
+
+
+def json_error(error: HTTPError, status_code: int | None = None, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The project's JSON error shape (errors.py), with the error's status unless told otherwise."""
+    return JSONResponse(error.to_json(), status_code=status_code or error.status_code, headers=headers)
+
+
+def _watching(service: CassetteService) -> Any:
+    """The admin app's lifespan: runs the file watcher while the server runs (``--watch``)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not service.settings.watch:
+            yield
+            return
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(watch_cassettes(service, stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            await watcher
+
+    return lifespan
+
+
+def _loaded_cassette(name: str, index: Index, result: LoadResult) -> Cassette:
+    found = index.by_name.get(name)
+    if found is not None:
+        return found
+    failed = [str(error) for failure in result.failures if failure.name == name for error in failure.errors]
+    if failed:
+        raise UnknownCassette(f"Cassette '{name}' is not loaded: {'; '.join(failed)}. Fix the file, then POST /__admin/reload.")
+    names = ", ".join(sorted(index.by_name)) or "none"
+    raise UnknownCassette(f"No cassette named '{name}' is loaded (loaded: {names}); GET /__admin/cassettes lists them.")
+
+
+def _load_report(result: LoadResult) -> dict[str, Any]:
+    return {
+        "cassettes": len(result.cassettes),
+        "interactions": result.interaction_count,
+        "load_errors": [load_error_json(error) for error in result.errors],
+    }
+
+
+def cassette_summary(cassette: Cassette, served: dict[Interaction, dict[str, int]]) -> dict[str, Any]:
+    providers, models = providers_and_models(cassette)
     return {
         "name": cassette.name,
         "file": cassette.file,
         "format": cassette.format,
         "interactions": len(cassette.interactions),
         "endpoints": cassette.endpoints,
+        "providers": providers,
+        "models": models,
+        "streaming": any(i.response.kind is not BodyKind.WHOLE for i in cassette.interactions),
+        "served": [{"id": i.id, "times": sum(served.get(i, {}).values())} for i in cassette.interactions],
         "load_errors": [],
+    }
+
+
+def interaction_details(interaction: Interaction, served: dict[str, int]) -> dict[str, Any]:
+    """An interaction for admin listings: where it is, what it asks and answers, its usage."""
+    return {
+        "interaction": interaction.label,
+        "cassette": interaction.cassette,
+        **summarise(interaction).to_json(),
+        "file": interaction.file,
+        "line": interaction.line,
+        "served": dict(served),
+        "times_served": sum(served.values()),
     }
 
 
@@ -66,6 +255,10 @@ def failure_summary(failure: LoadFailure) -> dict[str, Any]:
         "format": None,
         "interactions": 0,
         "endpoints": [],
+        "providers": [],
+        "models": [],
+        "streaming": False,
+        "served": [],
         "load_errors": [load_error_json(error) for error in failure.errors],
     }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import orjson
 from starlette.types import Receive, Scope, Send
@@ -19,10 +20,11 @@ from starlette.types import Receive, Scope, Send
 from .admin import create_admin
 from .errors import BadRequest, HTTPError, UnknownCassette
 from .index import DEFAULT_SESSION, Index
+from .journal import JournalEntry
 from .models import ReceivedRequest
 from .pacing import Pacing
 from .replay import send_recorded
-from .service import CassetteService, unknown_cassette_message
+from .service import CassetteService, Match, unknown_cassette_message
 from .settings import Settings
 
 log = logging.getLogger("cassette_server")
@@ -55,21 +57,52 @@ class CassetteServerApp:
             body = await _read_body(receive)
         except _ClientGone:
             return
+        headers = _headers(scope)
+        session = headers.get(SESSION_HEADER) or DEFAULT_SESSION
         try:
-            headers = _headers(scope)
             path, cassette = resolve_scope(scope["path"], headers.get(CASSETTE_HEADER), index)
             request = ReceivedRequest(scope["method"], path, scope["query_string"].decode("latin-1"), headers, body)
             pacing = self._pacing(headers.get(SPEED_HEADER))
-            session = headers.get(SESSION_HEADER) or DEFAULT_SESSION
             match = self.service.lookup(request, session=session, scope=cassette, index=index)
         except HTTPError as error:
             await send_error(error, send)
+            self._record(scope, session, arrived, error=error)
             return
         except Exception as error:  # a bug of ours: still answer in the JSON error shape
             log.exception("internal error while matching %s %s", scope["method"], scope["path"])
-            await send_error(HTTPError(f"cassette-server internal error: {error!r}; please report it"), send)
+            internal = HTTPError(f"cassette-server internal error: {error!r}; please report it")
+            await send_error(internal, send)
+            self._record(scope, session, arrived, error=internal)
             return
-        await send_recorded(match.interaction.response, pacing, arrived, scope, receive, send)
+        try:
+            await send_recorded(match.interaction.response, pacing, arrived, scope, receive, send)
+        finally:
+            self._record(scope, session, arrived, match=match)
+
+    def _record(
+        self, scope: Scope, session: str, arrived: float, *, match: Match | None = None, error: HTTPError | None = None
+    ) -> None:
+        """Add the finished request to the journal (one small record; nothing is computed here)."""
+        journal = self.service.journal
+        if not journal.enabled:
+            return
+        if error is not None:
+            error.__traceback__ = None  # its frames would keep the request's index alive after a reload
+        took = asyncio.get_running_loop().time() - arrived
+        interaction = match.interaction if match else None
+        journal.add(JournalEntry(
+            time=time.time() - took,
+            session=session,
+            method=scope["method"],
+            path=scope["path"],
+            query=scope["query_string"].decode("latin-1"),
+            status=interaction.response.status if interaction else error.status_code if error else 500,
+            duration=took,
+            interaction=interaction,
+            repeated=match.repeated if match else False,
+            relaxation=match.relaxation if match else None,
+            error=error,
+        ))
 
     def _pacing(self, speed_header: str | None) -> Pacing:
         if speed_header is None:

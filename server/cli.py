@@ -1,6 +1,8 @@
 """Command line: flags → Settings → app → uvicorn. The only module that prints or exits.
 
     cassette-server serve [PATH ...] [--host H] [--port P] [--speed S] ...
+    cassette-server check [PATH ...]     validate cassettes (exit 1 when anything is wrong)
+    cassette-server list [PATH ...]      a table of cassettes and their interactions
 
 Every flag also has an environment variable (``CASSETTE_SERVER_PORT``, …; see settings.py).
 """
@@ -12,13 +14,19 @@ import copy
 import logging.config
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import fields
+from dataclasses import MISSING, Field, fields
 from typing import Any
 
 import uvicorn
 
 from .app import create_app
+from .catalog import summarise
+from .checks import check_paths
+from .loader import load_paths
 from .settings import Option, Settings
+
+# The options `check` takes besides PATH: the ones that decide which requests are the same.
+CHECK_OPTIONS = ("ignore_fields", "match_headers", "exact_body")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,23 +42,48 @@ def build_parser() -> argparse.ArgumentParser:
         "variable shown in brackets; a flag wins over the variable.",
     )
     for item in fields(Settings):
-        option: Option = item.metadata["option"]
-        env = f" [{option.env_name(item.name)}]"
-        default = item.default if not isinstance(item.default, (tuple, list)) else None
-        shown = f" (default: {getattr(default, 'value', default)})" if default not in (None, False) else ""
-        if item.name == "paths":
-            serve.add_argument(
-                "paths", nargs="*", type=_checked(option.parse), metavar="PATH",
-                help=f"{option.help} (default: ./cassettes){env}; the variable separates paths with ':'",
-            )
-        elif option.switch:
-            serve.add_argument(option.flag, dest=item.name, action="store_true", help=option.help + env)
-        else:
-            serve.add_argument(
-                option.flag, dest=item.name, type=_checked(option.parse), metavar=option.metavar,
-                action="append" if option.repeatable else "store", help=option.help + shown + env,
-            )
+        _add_setting(serve, item)
+    check = commands.add_parser(
+        "check",
+        help="validate cassettes without serving them (for pre-commit and CI)",
+        description="Validate cassettes without serving them: load errors (file:line), unknown formats and "
+        "versions, identical requests recorded with different responses, secrets left in (credential headers, "
+        "sk-... keys, key= query parameters). Exit status 1 when anything is wrong, 0 otherwise.",
+    )
+    for item in fields(Settings):
+        if item.name == "paths" or item.name in CHECK_OPTIONS:
+            _add_setting(check, item)
+    check.add_argument(
+        "--allow-duplicates", action="store_true",
+        help="identical requests with different responses are deliberate sequences (served in recorded "
+        "order): report them as warnings, not errors",
+    )
+    listing = commands.add_parser(
+        "list", help="print a table of cassettes and their interactions",
+        description="Print a table of cassettes and their interactions. Exit status 1 when a file fails to load.",
+    )
+    _add_setting(listing, next(item for item in fields(Settings) if item.name == "paths"))
     return parser
+
+
+def _add_setting(parser: argparse.ArgumentParser, item: Field[Any]) -> None:
+    """The flag (or positional PATH) of one Settings field, with its variable in the help."""
+    option: Option = item.metadata["option"]
+    env = f" [{option.env_name(item.name)}]"
+    default = None if item.default is MISSING else item.default  # repeatable options have a factory
+    shown = f" (default: {getattr(default, 'value', default)})" if default not in (None, False) else ""
+    if item.name == "paths":
+        parser.add_argument(
+            "paths", nargs="*", type=_checked(option.parse), metavar="PATH",
+            help=f"{option.help} (default: ./cassettes){env}; the variable separates paths with ':'",
+        )
+    elif option.switch:
+        parser.add_argument(option.flag, dest=item.name, action="store_true", help=option.help + env)
+    else:
+        parser.add_argument(
+            option.flag, dest=item.name, type=_checked(option.parse), metavar=option.metavar,
+            action="append" if option.repeatable else "store", help=option.help + shown + env,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.resolve(vars(args))
     except ValueError as error:
         parser.error(str(error))
+    if args.command == "check":
+        return check(settings, allow_duplicates=args.allow_duplicates)
+    if args.command == "list":
+        return list_cassettes(settings)
     return serve(settings)
 
 
@@ -76,6 +113,66 @@ def serve(settings: Settings) -> int:
         return 1
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=log_config, log_level=settings.log_level)
     return 0
+
+
+def check(settings: Settings, *, allow_duplicates: bool = False) -> int:
+    """Print every finding (``file:line: severity: message [kind]``) and a summary; 1 on errors."""
+    report = check_paths(settings.paths, settings.match_rules(), allow_duplicates=allow_duplicates)
+    for finding in report.findings:
+        print(finding)
+    result = report.result
+    files = len(result.cassettes) + len(result.failures)
+    print(
+        f"checked {_count(files, 'file')} ({_count(len(result.cassettes), 'cassette')}, "
+        f"{_count(result.interaction_count, 'interaction')}): "
+        f"{_count(len(report.errors), 'error')}, {_count(len(report.warnings), 'warning')}"
+    )
+    return 1 if report.errors else 0
+
+
+def list_cassettes(settings: Settings) -> int:
+    """Print one row per interaction; files that failed to load go to stderr (and exit 1)."""
+    result = load_paths(settings.paths)
+    rows = [("CASSETTE", "ID", "REQUEST", "MODEL", "STREAM", "STATUS", "EVENTS", "DURATION", "LAST USER MESSAGE")]
+    for cassette in result.cassettes:
+        if not cassette.interactions:
+            rows.append((cassette.name, "-", "(no interactions)", "", "", "", "", "", ""))
+        for interaction in cassette.interactions:
+            summary = summarise(interaction, width=_MESSAGE_COLUMN)
+            rows.append((
+                summary.cassette,
+                str(summary.id),
+                f"{summary.method} {_cut_left(summary.path, _REQUEST_COLUMN - len(summary.method) - 1)}",
+                summary.model or "-",
+                "yes" if summary.stream else "no",
+                str(summary.status),
+                "-" if summary.events is None else str(summary.events),
+                f"{summary.duration:.2f}s",
+                summary.last_user_message or "-",
+            ))
+    print(_table(rows))
+    print(f"{_count(len(result.cassettes), 'cassette')}, {_count(result.interaction_count, 'interaction')}")
+    for error in result.errors:
+        print(f"cannot load {error}", file=sys.stderr)
+    return 1 if result.failures else 0
+
+
+_REQUEST_COLUMN = 60
+_MESSAGE_COLUMN = 60
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+def _cut_left(text: str, width: int) -> str:
+    """Keep the end (the informative part of a long URL path)."""
+    return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def logging_config(level: str) -> dict[str, Any]:

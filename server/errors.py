@@ -2,12 +2,15 @@
 
     CassetteServerError
     ├── CassetteLoadError        a cassette file cannot be used (file, line, reason); never HTTP
+    │   └── UnknownFormat        not a cassette format (or version) we read
     ├── InvalidCassette          several load errors found in one file
     └── HTTPError                answered to a client as one JSON error shape (see ``to_json``)
         ├── BadRequest           400 invalid_request_error / bad_request
         ├── Unauthorized         401 authentication_error / unauthorized
+        ├── NotFound             404 not_found_error / not_found (no such admin endpoint)
         ├── UnknownCassette      404 not_found_error / unknown_cassette
-        └── CassetteMiss         404 not_found_error / cassette_miss
+        ├── CassetteMiss         404 not_found_error / cassette_miss
+        └── Conflict             409 invalid_request_error / conflict
 
 The JSON shape is readable by every SDK we target: OpenAI reads ``error.message`` and
 ``error.code``, Anthropic ``error.type`` and ``error.message``, google-genai ``error.status`` and
@@ -16,7 +19,10 @@ The JSON shape is readable by every SDK we target: OpenAI reads ``error.message`
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .nearmiss import NearMiss
 
 
 class CassetteServerError(Exception):
@@ -37,6 +43,10 @@ class CassetteLoadError(CassetteServerError):
         if self.file is None:
             return ""
         return f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
+
+
+class UnknownFormat(CassetteLoadError):
+    """A document that is not a cassette format (or version) we can read."""
 
 
 class InvalidCassette(CassetteServerError):
@@ -89,6 +99,15 @@ class Unauthorized(HTTPError):
     status = "UNAUTHENTICATED"
 
 
+class NotFound(HTTPError):
+    """An admin URL that names no endpoint."""
+
+    status_code = 404
+    error_type = "not_found_error"
+    code = "not_found"
+    status = "NOT_FOUND"
+
+
 class UnknownCassette(HTTPError):
     """A request scoped (header or URL prefix) to a cassette that is not loaded."""
 
@@ -105,3 +124,16 @@ class CassetteMiss(HTTPError):
     error_type = "not_found_error"
     code = "cassette_miss"
     status = "NOT_FOUND"
+
+    def __init__(self, message: str, *, near_misses: tuple[NearMiss, ...] = ()) -> None:
+        super().__init__(message)
+        self.near_misses = near_misses  # the closest recordings, closest first (for the request journal)
+
+
+class Conflict(HTTPError):
+    """An admin change that the current state does not allow (e.g. no directory to write to)."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "conflict"
+    status = "FAILED_PRECONDITION"

@@ -69,6 +69,12 @@ def load_file(path: Path, *, name: str) -> Cassette:
         text = path.read_bytes()
     except OSError as error:
         raise CassetteLoadError(f"cannot read: {error.strerror or error}", file=file) from None
+    return load_bytes(text, name=name, file=file)
+
+
+def load_bytes(text: bytes, *, name: str, file: str) -> Cassette:
+    """Parse cassette text; ``file`` names its origin in errors. Raises CassetteLoadError or
+    InvalidCassette (every bad interaction)."""
     return parse_cassette(parse_document(text, file=file), name=name, file=file)
 
 

@@ -57,6 +57,20 @@ class NearMiss:
     differences: tuple[Difference, ...]
     score: int
 
+    def to_json(self) -> dict[str, Any]:
+        """Every difference in full (long prompts stay comparable), each also rendered as one
+        readable line cut around where the values part."""
+        interaction = self.interaction
+        return {
+            "interaction": interaction.label,
+            "cassette": interaction.cassette,
+            "id": interaction.id,
+            "file": interaction.file,
+            "line": interaction.line,
+            "score": self.score,
+            "differences": [{**d.to_json(), "text": render_difference(d)} for d in self.differences],
+        }
+
 
 def near_misses(request: ReceivedRequest, interactions: Iterable[Interaction], rules: MatchRules, limit: int = 3) -> list[NearMiss]:
     """The ``limit`` closest interactions, closest first (ties: recorded order).

@@ -5,20 +5,25 @@ lookups and miss explanations. It knows nothing of HTTP frameworks, so it works 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 
-from .errors import CassetteMiss, UnknownCassette
+from .errors import BadRequest, CassetteLoadError, CassetteMiss, Conflict, InvalidCassette, UnknownCassette
 from .index import Index, Take
-from .loader import LoadResult, load_paths
+from .journal import Journal
+from .loader import LoadResult, load_bytes, load_paths
 from .matching import MatchRules
-from .models import Interaction, ReceivedRequest
+from .models import Cassette, Interaction, ReceivedRequest
 from .nearmiss import NearMiss, near_misses, render_difference
 from .pacing import Pacing
 from .settings import Settings
+from .storage import cassette_file, write_whole
 
 log = logging.getLogger("cassette_server")
 
 _SHOWN_DIFFERENCES = 8
+JOURNALED_NEAR_MISSES = 3  # closest recordings a miss carries (the message shows the first)
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,9 @@ class CassetteService:
         self.rules: MatchRules = settings.match_rules()
         self.pacing = Pacing(settings.speed, settings.event_interval)
         self.loaded = Loaded(LoadResult(), Index((), self.rules, settings.exhausted))
+        self.journal = Journal(settings.journal_size)
+        self._reload_lock = threading.Lock()  # admin calls and the file watcher may reload at once
+        self._put_files: dict[Path, int] = {}  # file written by PUT → its mtime (ns) right after
         self.reload()
 
     @property
@@ -51,11 +59,74 @@ class CassetteService:
         return self.loaded.index
 
     def reload(self) -> LoadResult:
-        """Read the cassette paths again and swap the new index in."""
-        result = load_paths(self.settings.paths)
-        self.loaded = Loaded(result, Index(result.cassettes, self.rules, self.settings.exhausted))
+        """Read the cassette paths again and swap the new index in (sequence positions and usage
+        counts start afresh; the journal is kept). Files that fail to load are reported in the
+        result; the others are served."""
+        with self._reload_lock:  # one at a time, so the last swap holds the latest files
+            result = load_paths(self.settings.paths)
+            self.loaded = Loaded(result, Index(result.cassettes, self.rules, self.settings.exhausted))
         log_load(result, self.settings)
         return result
+
+    def reset(self, session: str | None = None) -> None:
+        """Rewind sequence positions and usage counts and forget journal entries, of every
+        session or of one."""
+        self.index.reset(session)
+        self.journal.clear(session)
+
+    def put_cassette(self, name: str, text: bytes) -> tuple[Cassette, bool, LoadResult]:
+        """Validate cassette text, write it as cassette ``name`` under the first cassette
+        directory and reload. Returns the loaded cassette, whether its file is new, and the
+        reload's result. Nothing is written when the text does not load."""
+        directory = self.cassette_directory()
+        target = cassette_file(directory, name)
+        loaded = self.index.by_name.get(name)
+        if loaded is not None and Path(loaded.file).resolve() != target.resolve():
+            raise Conflict(
+                f"a cassette named '{name}' is already loaded from {loaded.file}, outside {directory}; "
+                f"rename or remove that file, or PUT under another name"
+            )
+        try:
+            load_bytes(text, name=name, file="request body")
+        except CassetteLoadError as error:
+            raise BadRequest(_not_saved(name, [error])) from None
+        except InvalidCassette as error:
+            raise BadRequest(_not_saved(name, error.problems)) from None
+        created = not target.exists()
+        write_whole(target, text)
+        self._put_files[target.resolve()] = target.stat().st_mtime_ns
+        log.info("Cassette '%s' %s by the admin API: %s", name, "added" if created else "replaced", target)
+        result = self.reload()
+        cassette = self.index.by_name.get(name)
+        if cassette is None:  # only when another writer changed the file between write and reload
+            problems = [str(error) for failure in result.failures if failure.name == name for error in failure.errors]
+            why = "; ".join(problems) or "it was removed"
+            raise Conflict(f"cassette '{name}' was written to {target} but did not load: {why}; PUT it again")
+        return cassette, created, result
+
+    def loaded_already(self, changed: set[Path]) -> bool:
+        """True when every changed file is one PUT wrote (and reloaded) and has not changed
+        since: the file watcher then need not reload, which would rewind every sequence again."""
+        if not changed:
+            return False
+        for path in changed:
+            try:
+                mtime = path.stat().st_mtime_ns
+            except OSError:
+                return False
+            if self._put_files.get(path) != mtime:
+                return False
+        for path in changed:
+            del self._put_files[path]
+        return True
+
+    def cassette_directory(self) -> Path:
+        """The first of the cassette paths that is a directory: where new cassettes are written."""
+        directory = next((path for path in self.settings.paths if path.is_dir()), None)
+        if directory is None:
+            paths = ", ".join(map(str, self.settings.paths)) or "none"
+            raise Conflict(f"no cassette directory to write to (cassette paths: {paths}); serve a directory to add cassettes")
+        return directory
 
     def lookup(self, request: ReceivedRequest, *, session: str, scope: str | None, index: Index | None = None) -> Match:
         """The interaction to serve; raises CassetteMiss (explained) or UnknownCassette."""
@@ -66,15 +137,18 @@ class CassetteService:
         take = index.take(key, session=session, scope=scope)
         if take.interaction is not None:
             return Match(take.interaction, repeated=take.repeated)
-        message = self.explain_miss(request, take, session=session, scope=scope, index=index)
-        log.warning("%s", message)
-        raise CassetteMiss(message)
+        miss = self.explain_miss(request, take, session=session, scope=scope, index=index)
+        log.warning("%s", miss.message)
+        raise miss
 
-    def explain_miss(self, request: ReceivedRequest, take: Take, *, session: str, scope: str | None, index: Index) -> str:
+    def explain_miss(
+        self, request: ReceivedRequest, take: Take, *, session: str, scope: str | None, index: Index
+    ) -> CassetteMiss:
+        """The miss error: its message, and the closest recordings ranked (for the journal)."""
         endpoint = f"{request.method} {request.path}" + (f"?{request.query}" if request.query else "")
         if take.candidates:
             labels = ", ".join(interaction.label for interaction in take.candidates)
-            return (
+            return CassetteMiss(
                 f"Cassette miss: all {len(take.candidates)} recorded interactions matching {endpoint} were "
                 f"already served in session '{session}' ({labels}) and the server runs with --exhausted error. "
                 "Rewind with POST /__admin/reset, or give each test its own X-Cassette-Session header."
@@ -82,7 +156,7 @@ class CassetteService:
         pool = index.by_name[scope].interactions if scope else list(index.interactions)
         scope_text = f" in cassette '{scope}'" if scope else ""
         lines = [f"Cassette miss: no recorded interaction{scope_text} matches {endpoint}."]
-        closest = near_misses(request, pool, self.rules, limit=1)
+        closest = tuple(near_misses(request, pool, self.rules, limit=JOURNALED_NEAR_MISSES))
         if closest:
             lines += _describe_closest(closest[0])
         elif not index.cassettes:
@@ -92,12 +166,18 @@ class CassetteService:
             if elsewhere:
                 lines.append(f"An identical request is recorded in {elsewhere}, but this request is scoped to '{scope}'.")
         lines.append("Record this request, or change it to match a recording.")
-        return "\n".join(lines)
+        return CassetteMiss("\n".join(lines), near_misses=closest)
 
     def _unscoped_match(self, request: ReceivedRequest, index: Index) -> str | None:
         key = self.rules.key(request.method, request.path, request.query, request.header, request.body)
         found = index.peek(key)
         return ", ".join(interaction.label for interaction in found) if found else None
+
+
+def _not_saved(name: str, problems: list[CassetteLoadError]) -> str:
+    lines = "\n".join(f"  {problem}" for problem in problems)
+    return (f"Cassette '{name}' not saved: the request body is not a cassette we can load:\n{lines}\n"
+            "Fix it and PUT again; nothing was written.")
 
 
 def _describe_closest(near: NearMiss) -> list[str]:

@@ -56,6 +56,13 @@ def _port(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be a whole number >= 0, not {text!r}")
+    return value
+
+
 def _exhausted(text: str) -> Exhausted:
     try:
         return Exhausted(text.strip().lower())
@@ -123,6 +130,19 @@ class Settings:
         False,
     )
     strict: bool = _option(Option("--strict", "exit with an error if any cassette fails to load", switch=True), False)
+    journal_size: int = _option(
+        Option("--journal-size", "how many requests the request journal keeps (newest first; "
+               "0 turns the journal off)", _count, "N"),
+        1000,
+    )
+    watch: bool = _option(
+        Option("--watch", "reload the cassettes whenever a cassette file changes", switch=True), False
+    )
+    admin_token: str | None = _option(
+        Option("--admin-token", "require 'Authorization: Bearer TOKEN' on every admin call except "
+               "/__admin/health (prefer the variable: flags show up in process lists)", metavar="TOKEN"),
+        None,
+    )
     log_level: str = _option(
         Option("--log-level", "log verbosity", _log_level, "{" + ",".join(LOG_LEVELS) + "}"),
         "info",

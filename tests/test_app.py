@@ -140,7 +140,8 @@ def test_admin_health_and_cassettes(write_cassette, cassette_dir: Path) -> None:
     assert health.status_code == 200 and health.json()["cassettes"] == 1 and health.json()["load_errors"] == 1
     good, bad = listing.json()
     assert good == {"name": "good", "file": str(cassette_dir / "good.yaml"), "format": "go-vcr v2", "interactions": 1,
-                    "endpoints": ["POST /v1/chat/completions"], "load_errors": []}
+                    "endpoints": ["POST /v1/chat/completions"], "providers": ["openai"], "models": ["m"],
+                    "streaming": False, "served": [{"id": 0, "times": 0}], "load_errors": []}
     assert bad["name"] == "bad" and bad["interactions"] == 0
     assert bad["load_errors"][0]["line"] == 4 and "invalid YAML" in bad["load_errors"][0]["reason"]
 

@@ -12,6 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
+
+from server.cli import main
 
 from .conftest import BUNDLED, ROOT, interaction
 
@@ -112,10 +115,69 @@ def test_bad_values_are_usage_errors() -> None:
 def test_help_shows_every_environment_variable() -> None:
     result = run("serve", "--help")
     for name in ("PATHS", "HOST", "PORT", "SPEED", "EVENT_INTERVAL", "EXHAUSTED", "IGNORE_FIELDS", "MATCH_HEADERS",
-                 "EXACT_BODY", "STRICT", "LOG_LEVEL"):
+                 "EXACT_BODY", "STRICT", "JOURNAL_SIZE", "WATCH", "ADMIN_TOKEN", "LOG_LEVEL"):
         assert f"CASSETTE_SERVER_{name}" in result.stdout
 
 
 def test_no_command_prints_help() -> None:
     result = run()
     assert result.returncode == 2 and "serve" in result.stderr
+
+
+def test_admin_token_from_the_environment(write_cassette, cassette_dir: Path) -> None:
+    write_cassette("c", interaction())
+    with server(str(cassette_dir), env={"CASSETTE_SERVER_ADMIN_TOKEN": "t0k"}) as (url, _):
+        assert httpx.get(url + "/__admin/cassettes").status_code == 401
+        assert httpx.get(url + "/__admin/cassettes", headers={"Authorization": "Bearer t0k"}).status_code == 200
+
+
+def test_check_finds_a_planted_secret_and_fails(write_cassette, cassette_dir: Path) -> None:
+    write_cassette("clean", interaction())
+    leak = write_cassette("leak", interaction(request_headers={"X-Api-Key": ["sk-ant-api03-" + "a1B2" * 20]}))
+    result = run("check", str(cassette_dir))
+    assert result.returncode == 1, result.stdout
+    [finding, summary] = result.stdout.splitlines()
+    assert finding.startswith(f"{leak}:") and ": error: leak#0: request header x-api-key holds a credential ('sk-ant-…')" in finding
+    assert finding.endswith("[secret]") and "a1B2a1B2" not in result.stdout
+    assert summary == "checked 2 files (2 cassettes, 2 interactions): 1 error, 0 warnings"
+
+
+def test_check_passes_clean_cassettes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(BUNDLED)]) == 0
+    assert capsys.readouterr().out == "checked 6 files (6 cassettes, 9 interactions): 0 errors, 0 warnings\n"
+
+
+def test_check_duplicates_fail_unless_allowed(write_cassette, cassette_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_cassette("retry", interaction(code=500, response_body="oops"), interaction(response_body="ok"))
+    assert main(["check", str(cassette_dir)]) == 1
+    assert ": error: the same request is recorded 2 times" in capsys.readouterr().out
+    assert main(["check", "--allow-duplicates", str(cassette_dir)]) == 0
+    assert "1 warning" in capsys.readouterr().out
+
+
+def test_check_takes_the_match_options(write_cassette, cassette_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_cassette("c", interaction('{"q":1,"id":"a"}', response_body="1"), interaction('{"q":1,"id":"b"}', response_body="2"))
+    assert main(["check", str(cassette_dir)]) == 0
+    assert main(["check", "--ignore-field", "id", str(cassette_dir)]) == 1
+    capsys.readouterr()
+
+
+def test_list_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", str(BUNDLED)]) == 0
+    header, *rows, total = capsys.readouterr().out.splitlines()
+    assert header.split() == ["CASSETTE", "ID", "REQUEST", "MODEL", "STREAM", "STATUS", "EVENTS", "DURATION", "LAST",
+                              "USER", "MESSAGE"]
+    weather = next(row for row in rows if row.startswith("weather ") and row.split()[1] == "0")
+    assert weather.split()[:9] == ["weather", "0", "POST", "/v1/chat/completions", "gpt-4o-mini", "yes", "200", "12", "2.46s"]
+    assert weather.endswith("What's the weather in Florence,Italy?")
+    assert len(rows) == 9 and total == "6 cassettes, 9 interactions"
+    columns = header.index("MODEL")
+    assert all(row[columns - 2 : columns] == "  " for row in rows)  # aligned
+
+
+def test_list_reports_files_it_cannot_load(write_cassette, cassette_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_cassette("ok", interaction())
+    bad = write_cassette("bad", BAD_YAML)
+    assert main(["list", str(cassette_dir)]) == 1
+    captured = capsys.readouterr()
+    assert "ok " in captured.out and captured.err.startswith(f"cannot load {bad}:5: invalid YAML")

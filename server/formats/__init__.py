@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Any
 
 from ..documents import Document
-from ..errors import CassetteLoadError, InvalidCassette
+from ..errors import CassetteLoadError, InvalidCassette, UnknownFormat
 from ..models import Cassette, Interaction
 from . import govcr
 
@@ -33,7 +33,7 @@ def parse_cassette(document: Document, *, name: str, file: str) -> Cassette:
     fmt = detect(data)
     if fmt is None:
         version = data.get("version")
-        raise CassetteLoadError(
+        raise UnknownFormat(
             f"unknown cassette format (version: {version!r}); expected go-vcr version 1 or 2",
             file=file,
             line=document.line_of_key("version") or 1,

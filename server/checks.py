@@ -1,0 +1,189 @@
+"""``cassette-server check``: what is wrong with cassette files, found without serving them.
+
+- load errors (with file:line) and unknown formats or versions;
+- identical requests (as the server matches them) recorded with different responses;
+- secrets left in: credential headers, ``sk-…`` keys anywhere in the file, ``key=`` style
+  query parameters. Findings show only the first characters of a secret, so CI logs do not
+  leak it again;
+- load-time notes (e.g. a Content-Encoding header dropped), as warnings.
+
+Returns findings; printing and the exit status are the command line's business.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from .errors import UnknownFormat
+from .index import key_of
+from .loader import LoadResult, load_paths
+from .matching import MatchKey, MatchRules
+from .models import Interaction
+
+ERROR = "error"
+WARNING = "warning"
+
+# Request headers that carry credentials (lower case).
+SECRET_HEADERS = ("authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key")
+# Query parameters that carry credentials (Gemini's `key=` and its cousins).
+SECRET_PARAMETERS = ("key", "api_key", "apikey", "api-key", "access_token")
+# OpenAI / Anthropic style keys: sk-…, sk-proj-…, sk-ant-api03-…
+_SK_KEY = re.compile(r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9_-]{20,}")
+# Values that are clearly not a real credential: redaction markers and placeholders.
+_PLACEHOLDER = re.compile(
+    r"^[\W_xX]*$|redact|filter|remov|scrub|mask|hidden|placeholder|dummy|fake|example|unused"
+    r"|^(test|none|null|key|token)$|^your[-_ ]?(api[-_ ]?)?key|^<.*>$|^\$\{?\w+\}?$",
+    re.IGNORECASE,
+)
+_AUTH_SCHEME = re.compile(r"^(bearer|basic|token|key)\s+", re.IGNORECASE)
+_SECRET_ADVICE = "replace it with REDACTED (or drop it) and rotate the credential if it was real"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem, where it is, and what to do about it."""
+
+    kind: str  # load-error | unknown-version | duplicate | secret | note
+    severity: str  # error | warning
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.severity}: {self.message} [{self.kind}]"
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    result: LoadResult
+    findings: tuple[Finding, ...] = field(default=())
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [finding for finding in self.findings if finding.severity == ERROR]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [finding for finding in self.findings if finding.severity == WARNING]
+
+
+def check_paths(paths: Sequence[Path], rules: MatchRules, *, allow_duplicates: bool = False) -> CheckReport:
+    """Check every cassette under ``paths`` (files, or directories searched recursively)."""
+    result = load_paths(paths)
+    findings = _load_findings(result)
+    interactions = [i for cassette in result.cassettes for i in cassette.interactions]
+    findings += [Finding("note", WARNING, i.file, i.line, f"{i.label}: {note}") for i in interactions for note in i.response.notes]
+    findings += duplicate_findings(interactions, rules, allow_duplicates)
+    files = [cassette.file for cassette in result.cassettes] + [f.file for f in result.failures if Path(f.file).is_file()]
+    by_file = {cassette.file: cassette.interactions for cassette in result.cassettes}
+    for file in files:
+        findings += secret_findings(file, by_file.get(file, ()))
+    if not result.cassettes and not result.failures:
+        where = ", ".join(map(str, paths))
+        findings.append(Finding("load-error", ERROR, where, None, "no cassette files (*.yaml, *.yml) found; check the paths"))
+    findings.sort(key=lambda finding: (finding.file, finding.line or 0))
+    return CheckReport(result, tuple(findings))
+
+
+def _load_findings(result: LoadResult) -> list[Finding]:
+    found = []
+    for error in result.errors:
+        kind = "unknown-version" if isinstance(error, UnknownFormat) else "load-error"
+        found.append(Finding(kind, ERROR, error.file or "?", error.line, f"{error.reason}; the server will not load this file"))
+    return found
+
+
+def duplicate_findings(interactions: Sequence[Interaction], rules: MatchRules, allowed: bool) -> list[Finding]:
+    """One finding per request recorded more than once with different responses."""
+    groups: dict[MatchKey, list[Interaction]] = {}
+    for interaction in interactions:
+        groups.setdefault(key_of(interaction, rules), []).append(interaction)
+    found = []
+    for group in groups.values():
+        first = _response_of(group[0])
+        # reported where the first different response is: the recording most likely to be stale
+        later = next((i for i in group if _response_of(i) != first), None)
+        if later is None:
+            continue
+        places = ", ".join(f"{i.label} ({i.file}:{i.line})" if i.line else f"{i.label} ({i.file})" for i in group)
+        if len({i.cassette for i in group}) == 1:
+            advice = "if that is a deliberate sequence (a retry, polling), pass --allow-duplicates; else delete the stale one"
+        else:
+            advice = ("scope each test to its cassette (X-Cassette header or /__cassette/NAME/ prefix) and pass "
+                      "--allow-duplicates, or delete one")
+        message = (f"the same request is recorded {len(group)} times with different responses: {places}; "
+                   f"clients get them in that order, one per request; {advice}")
+        found.append(Finding("duplicate", WARNING if allowed else ERROR, later.file, later.line, message))
+    return found
+
+
+def _response_of(interaction: Interaction) -> tuple[int, bytes]:
+    """What counts when comparing responses (headers such as dates and request ids always differ)."""
+    return interaction.response.status, interaction.response.body
+
+
+def secret_findings(file: str, interactions: Sequence[Interaction]) -> list[Finding]:
+    """Credentials in one file: headers and query parameters of its requests, ``sk-`` keys
+    anywhere in its text (also in files that failed to load)."""
+    try:
+        lines = Path(file).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []  # already a load error
+    found = []
+    reported: list[str] = []  # secret values found in headers or the URL, not to report twice
+    for interaction in interactions:
+        start = interaction.line or 1
+        for name, value in interaction.request.headers:
+            if name in SECRET_HEADERS and not is_placeholder(value):
+                reported.append(value)
+                line = _line_of(lines, start, name + ":")
+                found.append(Finding("secret", ERROR, file, line,
+                                     f"{interaction.label}: request header {name} holds a credential "
+                                     f"({preview(value)}); {_SECRET_ADVICE}"))
+        for name, value in parse_qsl(interaction.request.query, keep_blank_values=True):
+            if name.lower() in SECRET_PARAMETERS and not is_placeholder(value):
+                reported.append(value)
+                line = _line_of(lines, start, f"{name}=")
+                found.append(Finding("secret", ERROR, file, line,
+                                     f"{interaction.label}: query parameter {name}= in the URL holds a credential "
+                                     f"({preview(value)}); {_SECRET_ADVICE}"))
+    for number, text in enumerate(lines, start=1):
+        for match in _SK_KEY.finditer(text):
+            key = match.group()
+            if _looks_random(key[3:]) and not is_placeholder(key[3:]) and not any(key in value for value in reported):
+                message = f"an API key ({preview(key)}) is written in the file; {_SECRET_ADVICE}"
+                found.append(Finding("secret", ERROR, file, number, message))
+                break
+    return found
+
+
+def is_placeholder(value: str) -> bool:
+    """True for values that are no credential: empty, redaction markers, obvious placeholders."""
+    return bool(_PLACEHOLDER.search(_AUTH_SCHEME.sub("", value.strip()).strip()))
+
+
+def preview(secret: str) -> str:
+    """Enough of a secret to find it, not enough to use it."""
+    scheme = _AUTH_SCHEME.match(secret)
+    prefix = scheme.group() if scheme else ""
+    rest = secret[len(prefix):]
+    return f"'{prefix}{rest[:min(7, len(rest) // 3)]}…'"
+
+
+def _looks_random(text: str) -> bool:
+    """Real keys mix letters and digits; prose like ``sk-learn-compatible-estimators`` does not."""
+    return any(char.isdigit() for char in text) and any(char.isalpha() for char in text)
+
+
+def _line_of(lines: Sequence[str], start: int, needle: str) -> int:
+    """The first line at or after ``start`` (1-based) that contains ``needle`` (any case)."""
+    lowered = needle.lower()
+    for number in range(start, len(lines) + 1):
+        if lowered in lines[number - 1].lower():
+            return number
+    return start

@@ -1,0 +1,71 @@
+"""Where the admin API writes cassettes: a cassette name → a file inside one directory, never
+outside it, written whole so that a reload (or a file watcher) never reads half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import BadRequest
+from .loader import CASSETTE_SUFFIXES
+
+_NAME_HELP = "use a relative name without extension, like 'openai/chat' or 'weather'"
+
+
+def cassette_file(directory: Path, name: str) -> Path:
+    """The file that holds cassette ``name`` under ``directory``: the existing ``.yaml`` or
+    ``.yml`` file of that name, else a new ``.yaml`` one.
+
+    Raises BadRequest for names that would leave the directory (``../x``, ``/etc/x``, through a
+    symbolic link) or that the loader would not find again (hidden parts, an extension).
+    """
+    problem = name_problem(name)
+    if problem:
+        raise BadRequest(f"cassette name {name!r} {problem}; {_NAME_HELP}")
+    base = directory / name
+    candidates = [base.with_name(base.name + suffix) for suffix in CASSETTE_SUFFIXES]
+    target = next((path for path in candidates if path.is_file()), candidates[0])
+    if not target.resolve().is_relative_to(directory.resolve()):
+        raise BadRequest(f"cassette name {name!r} leads outside {directory} (through a symbolic link); {_NAME_HELP}")
+    return target
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a cassette name under a directory, or None."""
+    if not name:
+        return "is empty"
+    if name.startswith("/"):
+        return "is an absolute path"
+    if "\\" in name:
+        return "contains a backslash"
+    if any(ord(char) < 32 for char in name):
+        return "contains control characters"
+    parts = name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "has an empty, '.' or '..' part"
+    if any(part.startswith(".") for part in parts):
+        return "has a part starting with '.' (hidden files are not loaded)"
+    if name.lower().endswith(CASSETTE_SUFFIXES):
+        return "ends with a file extension"
+    return None
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a hidden temporary file and an atomic rename.
+
+    A replaced file keeps its permissions; a new one is made readable by everyone, like a file
+    an editor would write. Missing parent directories are created.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

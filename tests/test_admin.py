@@ -1,0 +1,280 @@
+"""The admin API in-process: journal, near misses, unused, reset, reload, PUT, token, errors.
+
+What needs a socket (a reload while a stream is in flight, --watch, reply durations of streams)
+is in test_admin_live.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from server import Settings, create_app
+
+from .conftest import go_vcr, interaction
+
+LONG = "You are a careful assistant. " * 40  # a long system prompt, ~1 200 characters
+
+
+def chat(question: str, system: str = LONG, model: str = "gpt-4o-mini") -> str:
+    return json.dumps({"model": model, "messages": [{"role": "system", "content": system},
+                                                     {"role": "user", "content": question}]})
+
+
+@pytest.fixture
+def client(cassette_dir: Path) -> Callable[..., TestClient]:
+    """client(**settings) → a TestClient on a fresh app serving ``cassette_dir`` at speed 0."""
+
+    def make(**options) -> TestClient:
+        return TestClient(create_app(Settings(paths=(cassette_dir,), speed=0, **options)))
+
+    return make
+
+
+def ask(client: TestClient, body: str, session: str | None = None, **headers: str) -> int:
+    if session:
+        headers["X-Cassette-Session"] = session
+    return client.post("/v1/chat/completions", content=body, headers=headers).status_code
+
+
+def test_a_miss_then_its_near_miss_diff_names_the_exact_json_path(write_cassette, client) -> None:
+    write_cassette("chat", interaction(chat("What is 2+2?")), interaction(chat("Name a colour.", system="Be brief.")))
+    app = client()
+    changed_system = LONG[:-10] + "CHANGED." + LONG[-2:]
+    assert ask(app, chat("What is 2+2?", system=changed_system)) == 404
+    [entry] = app.get("/__admin/requests/unmatched").json()
+    assert entry["matched"] is False and entry["status"] == 404 and entry["error"]["code"] == "cassette_miss"
+    closest, other = entry["near_misses"]
+    assert closest["interaction"] == "chat#0" and other["interaction"] == "chat#1"
+    [difference] = closest["differences"]
+    assert difference["where"] == "messages[0].content" and difference["part"] == "body"
+    # full values, not cut: a long prompt stays comparable
+    assert difference["recorded"] == LONG and difference["received"] == changed_system
+    assert "CHANGED" in difference["text"] and "…" in difference["text"]
+    assert closest["file"].endswith("chat.yaml") and closest["line"] == 3
+    assert len(other["differences"]) == 2  # system prompt and question
+
+
+def test_journal_records_hits_misses_and_errors_newest_first(write_cassette, client) -> None:
+    write_cassette("chat", interaction(chat("hi")))
+    app = client()
+    ask(app, chat("hi"), session="s1")
+    ask(app, chat("ho"), session="s2")
+    app.post("/__cassette/nope/v1/chat/completions", content="{}")
+    app.post("/v1/chat/completions?x=1", content=chat("hi"), headers={"X-Replay-Speed": "fast"})
+    entries = app.get("/__admin/requests").json()
+    assert [(e["status"], e["matched"]) for e in entries] == [(400, False), (404, False), (404, False), (200, True)]
+    bad_speed, unknown, miss, hit = entries
+    assert bad_speed["error"]["code"] == "bad_request" and bad_speed["query"] == "x=1"
+    assert unknown["error"]["code"] == "unknown_cassette" and unknown["path"] == "/__cassette/nope/v1/chat/completions"
+    assert miss["session"] == "s2" and miss["interaction"] is None
+    assert hit == {**hit, "session": "s1", "method": "POST", "path": "/v1/chat/completions", "interaction": "chat#0",
+                   "cassette": "chat", "id": 0, "repeated": False, "relaxation": None, "error": None}
+    assert hit["duration"] >= 0 and hit["time"].endswith("+00:00")
+    assert "near_misses" not in hit
+
+
+def test_journal_filters(write_cassette, client) -> None:
+    write_cassette("chat", interaction(chat("hi")))
+    app = client()
+    for session in ("a", "b", "a"):
+        ask(app, chat("hi"), session=session)
+    ask(app, chat("nope"), session="a")
+
+    def listed(query: str) -> list[tuple[str, bool]]:
+        return [(e["session"], e["matched"]) for e in app.get("/__admin/requests" + query).json()]
+
+    assert listed("?session=a") == [("a", False), ("a", True), ("a", True)]
+    assert listed("?matched=true") == [("a", True), ("b", True), ("a", True)]
+    assert listed("?matched=false&session=b") == []
+    assert listed("?limit=2") == [("a", False), ("a", True)]
+    assert [e["session"] for e in app.get("/__admin/requests/unmatched?session=a").json()] == ["a"]
+
+
+def test_journal_is_bounded_and_can_be_turned_off(write_cassette, client) -> None:
+    write_cassette("chat", interaction(chat("hi")))
+    small = client(journal_size=2)
+    for question in ("one", "two", "three"):
+        ask(small, chat(question))
+    assert [e["near_misses"][0]["differences"][0]["received"] for e in small.get("/__admin/requests/unmatched").json()] == ["three", "two"]
+    off = client(journal_size=0)
+    ask(off, chat("hi"))
+    assert off.get("/__admin/requests").json() == []
+
+
+def test_bad_parameters_are_json_errors(client, write_cassette) -> None:
+    write_cassette("chat", interaction())
+    app = client()
+    response = app.get("/__admin/requests?limit=0")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request"
+    assert "limit" in response.json()["error"]["message"]
+    assert app.get("/__admin/requests?matched=maybe").status_code == 400
+    missing = app.get("/__admin/nothing-here")
+    assert missing.status_code == 404 and "/__admin/docs" in missing.json()["error"]["message"]
+    assert app.delete("/__admin/reset").json()["error"]["code"] == "bad_request"
+
+
+def test_unused_before_and_after_a_replay(write_cassette, client) -> None:
+    write_cassette("a", interaction(chat("one")), interaction(chat("two")))
+    write_cassette("b", interaction(chat("three")))
+    app = client()
+
+    def unused(query: str = "") -> list[str]:
+        return [i["interaction"] for i in app.get("/__admin/unused" + query).json()]
+
+    assert unused() == ["a#0", "a#1", "b#0"]
+    ask(app, chat("two"), session="ci-1")
+    assert unused() == ["a#0", "b#0"]
+    assert unused("?session=ci-1") == ["a#0", "b#0"]
+    assert unused("?session=ci-2") == ["a#0", "a#1", "b#0"]
+    assert app.get("/__admin/unused?session=ci-2").json()[1]["served"] == {"ci-1": 1}
+    assert unused("?cassette=a") == ["a#0"]
+    detail = app.get("/__admin/unused?cassette=b").json()[0]
+    assert detail["request"]["last_user_message"] == "three" and detail["times_served"] == 0
+    unknown = app.get("/__admin/unused?cassette=zzz")
+    assert unknown.status_code == 404 and "loaded: a, b" in unknown.json()["error"]["message"]
+
+
+def test_reset_one_session_keeps_the_others(write_cassette, client) -> None:
+    write_cassette("seq", interaction(chat("hi"), response_body="first"), interaction(chat("hi"), response_body="second"))
+    app = client()
+
+    def reply(session: str) -> bytes:
+        return app.post("/v1/chat/completions", content=chat("hi"), headers={"X-Cassette-Session": session}).content
+
+    assert [reply("x"), reply("y"), reply("x")] == [b"first", b"first", b"second"]
+    assert app.post("/__admin/reset?session=x").json() == {"status": "ok", "session": "x"}
+    assert [e["session"] for e in app.get("/__admin/requests").json()] == ["y"]
+    assert [reply("x"), reply("y")] == [b"first", b"second"]
+    app.post("/__admin/reset")
+    assert app.get("/__admin/requests").json() == []
+    assert app.get("/__admin/unused").json()[0]["interaction"] == "seq#0"
+    assert reply("y") == b"first"
+
+
+def test_cassettes_list_providers_models_streaming_and_usage(write_cassette, client) -> None:
+    write_cassette("mixed", interaction(chat("hi")),
+                   interaction('{"contents":[{"parts":[{"text":"hallo"}]}]}',
+                               url="https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+                               response_body="data: {}\r\n\r\ndata: {}\r\n\r\n", content_type="text/event-stream"))
+    write_cassette("broken", "version: 9\ninteractions: []\n")
+    app = client()
+    ask(app, chat("hi"), session="s")
+    ask(app, chat("hi"))
+    mixed, broken = app.get("/__admin/cassettes").json()
+    assert mixed["providers"] == ["openai", "gemini"] and mixed["models"] == ["gpt-4o-mini", "gemini-2.5-flash"]
+    assert mixed["streaming"] is True and mixed["served"] == [{"id": 0, "times": 2}, {"id": 1, "times": 0}]
+    assert broken["load_errors"][0]["line"] == 1 and "version: 9" in broken["load_errors"][0]["reason"]
+
+
+def test_one_cassette_in_detail(write_cassette, client) -> None:
+    question = "Please summarise the following very long text for me: " + "lorem ipsum " * 20
+    write_cassette("team/chat", interaction(chat(question), duration="1.5s",
+                                            response_body="data: 1\n\ndata: 2\n\ndata: [DONE]\n\n", content_type="text/event-stream"))
+    app = client()
+    ask(app, chat(question), session="s")
+    detail = app.get("/__admin/cassettes/team/chat").json()
+    assert detail["name"] == "team/chat"
+    [item] = detail["interactions"]
+    assert item["request"]["model"] == "gpt-4o-mini" and item["request"]["stream"] is True
+    assert item["request"]["last_user_message"].startswith("Please summarise") and len(item["request"]["last_user_message"]) == 80
+    assert (item["status"], item["content_type"], item["events"], item["duration"]) == (200, "text/event-stream", 3, 1.5)
+    assert item["served"] == {"s": 1} and item["times_served"] == 1 and item["line"] == 3
+    assert app.get("/__admin/cassettes/team").status_code == 404
+
+
+def test_reload_keeps_serving_what_loads_and_reports_the_rest(write_cassette, client) -> None:
+    write_cassette("a", interaction(chat("one")))
+    app = client()
+    write_cassette("b", interaction(chat("two")))
+    bad = write_cassette("c", "version: 2\ninteractions:\n- id: 0\n  request: [unclosed\n")
+    report = app.post("/__admin/reload").json()
+    assert report["cassettes"] == 2 and report["interactions"] == 2
+    [error] = report["load_errors"]
+    assert error["file"] == str(bad) and error["line"] == 5
+    assert ask(app, chat("one")) == 200 and ask(app, chat("two")) == 200
+
+
+def test_put_adds_then_replaces_a_cassette(cassette_dir: Path, client) -> None:
+    app = client()
+    added = app.put("/__admin/cassettes/team/new", content=go_vcr(interaction(chat("hi"), response_body="v1")))
+    assert added.status_code == 201 and added.json()["created"] is True
+    assert added.json()["cassette"]["name"] == "team/new" and added.json()["load_errors"] == []
+    assert (cassette_dir / "team" / "new.yaml").is_file()
+    assert app.post("/v1/chat/completions", content=chat("hi")).content == b"v1"
+    replaced = app.put("/__admin/cassettes/team/new", content=go_vcr(interaction(chat("hi"), response_body="v2")))
+    assert replaced.status_code == 200 and replaced.json()["created"] is False
+    assert app.post("/v1/chat/completions", content=chat("hi")).content == b"v2"
+    assert sorted(p.name for p in (cassette_dir / "team").iterdir()) == ["new.yaml"]  # no temporary files left
+
+
+def test_put_replaces_an_existing_yml_file(cassette_dir: Path, client) -> None:
+    (cassette_dir / "old.yml").write_text(go_vcr(interaction(response_body="v1")))
+    app = client()
+    assert app.put("/__admin/cassettes/old", content=go_vcr(interaction(response_body="v2"))).status_code == 200
+    assert sorted(p.name for p in cassette_dir.iterdir()) == ["old.yml"]
+
+
+def test_put_validates_before_writing(cassette_dir: Path, client) -> None:
+    app = client()
+    no_url = "version: 2\ninteractions:\n- id: 0\n  request: {method: POST}\n  response: {code: 200}\n"
+    response = app.put("/__admin/cassettes/bad", content=no_url)
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert "request body:3: interaction 0: request.url is missing" in message and "nothing was written" in message
+    assert list(cassette_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    ("%2E%2E/escaped", "'..' part"),  # the server decodes it: the name is ../escaped
+    ("a/..%2F..%2Fescaped", "'..' part"),
+    ("%2Fetc/escaped", "absolute path"),
+    ("a%5C..%5Cescaped", "backslash"),
+    (".hidden/escaped", "starting with '.'"),
+    ("escaped.yaml", "extension"),
+    ("a//escaped", "empty"),
+])
+def test_put_refuses_names_that_leave_the_directory(cassette_dir: Path, client, name: str, problem: str) -> None:
+    response = client().put(f"/__admin/cassettes/{name}", content=go_vcr(interaction()))
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]["message"]
+    assert message.startswith("cassette name") and problem in message and "use a relative name" in message
+    assert not list(cassette_dir.parent.rglob("escaped*")) and list(cassette_dir.iterdir()) == []
+
+
+def test_put_refuses_a_symlink_out_of_the_directory(cassette_dir: Path, tmp_path: Path, client) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (cassette_dir / "link").symlink_to(outside, target_is_directory=True)
+    response = client().put("/__admin/cassettes/link/x", content=go_vcr(interaction()))
+    assert response.status_code == 400 and "symbolic link" in response.json()["error"]["message"]
+    assert list(outside.iterdir()) == []
+
+
+def test_put_without_a_cassette_directory_is_a_conflict(write_cassette, cassette_dir: Path) -> None:
+    file = write_cassette("only", interaction())
+    app = TestClient(create_app(Settings(paths=(file,), speed=0)))
+    response = app.put("/__admin/cassettes/new", content=go_vcr(interaction()))
+    assert response.status_code == 409 and "no cassette directory" in response.json()["error"]["message"]
+
+
+def test_token_required_when_set(write_cassette, client) -> None:
+    write_cassette("chat", interaction())
+    app = client(admin_token="s3cret")
+    assert app.get("/__admin/health").status_code == 200
+    for method, path in [("GET", "/__admin/cassettes"), ("GET", "/__admin/requests"), ("POST", "/__admin/reset"),
+                         ("POST", "/__admin/reload"), ("PUT", "/__admin/cassettes/x"), ("GET", "/__admin/docs")]:
+        missing = app.request(method, path)
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+        error = missing.json()["error"]
+        assert error["code"] == "unauthorized" and "Authorization: Bearer" in error["message"]
+    wrong = app.get("/__admin/cassettes", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and "wrong token" in wrong.json()["error"]["message"]
+    assert app.get("/__admin/cassettes", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert app.get("/__admin/cassettes", headers={"Authorization": "bearer s3cret"}).status_code == 200
+    # the replay endpoint is not an admin call
+    assert ask(app, interaction()["request"]["body"]) == 200

@@ -1,0 +1,111 @@
+"""The admin API against a real uvicorn: what in-process clients cannot show (streams in flight,
+the file watcher, raw request paths). Timing assertions are lower bounds or generous deadlines.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from .conftest import interaction
+
+BODY = interaction()["request"]["body"]
+OLD_EVENTS = [f"data: old {n}\n\n".encode() for n in range(6)]
+NEW_EVENTS = [b"data: new\n\n"]
+
+
+def sse(events: list[bytes]) -> dict:
+    return interaction(response_body=b"".join(events).decode(), content_type="text/event-stream")
+
+
+def wait_for(condition, seconds: float = 10.0, poke=None) -> None:
+    """Poll ``condition`` until it holds; call ``poke`` every second meanwhile (to repeat a change
+    a file watcher may not have been ready for)."""
+    deadline = time.monotonic() + seconds
+    next_poke = time.monotonic()
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        if poke and time.monotonic() > next_poke:
+            poke()
+            next_poke = time.monotonic() + 1.0
+        time.sleep(0.05)
+
+
+def test_reload_while_a_stream_is_in_flight(write_cassette, cassette_dir: Path, serve) -> None:
+    write_cassette("s", sse(OLD_EVENTS))
+    url, _ = serve(cassette_dir, event_interval=0.1)
+    with httpx.Client(timeout=30) as client:
+        with client.stream("POST", url + "/v1/chat/completions", content=BODY) as response:
+            pieces = iter(response.iter_raw())
+            received = [next(pieces)]
+            write_cassette("s", sse(NEW_EVENTS))
+            report = client.post(url + "/__admin/reload").json()
+            assert report["cassettes"] == 1 and report["load_errors"] == []
+            received += list(pieces)
+        assert received == OLD_EVENTS  # the stream finished on the index it started with
+        assert client.post(url + "/v1/chat/completions", content=BODY).content == b"".join(NEW_EVENTS)
+
+
+def test_journal_measures_a_stream_until_its_last_event(write_cassette, cassette_dir: Path, serve) -> None:
+    write_cassette("s", sse(OLD_EVENTS))
+    url, _ = serve(cassette_dir, event_interval=0.05)
+    httpx.post(url + "/v1/chat/completions", content=BODY, headers={"X-Cassette-Session": "live"})
+    [entry] = httpx.get(url + "/__admin/requests").json()
+    assert entry["interaction"] == "s#0" and entry["session"] == "live" and entry["status"] == 200
+    assert entry["duration"] >= 0.05 * (len(OLD_EVENTS) - 1) * 0.9
+
+
+def test_watch_picks_up_a_new_and_a_changed_file(write_cassette, cassette_dir: Path, serve) -> None:
+    write_cassette("first", interaction(response_body="first"))
+    url, _ = serve(cassette_dir, watch=True, speed=0)
+
+    def names() -> list[str]:
+        return [entry["name"] for entry in httpx.get(url + "/__admin/cassettes").json()]
+
+    wait_for(lambda: names() == ["first", "nested/second"],
+             poke=lambda: write_cassette("nested/second", interaction('{"q":2}', response_body="second")))
+    assert httpx.post(url + "/v1/chat/completions", content='{"q":2}').content == b"second"
+
+    wait_for(lambda: httpx.post(url + "/v1/chat/completions", content=BODY).content == b"changed",
+             poke=lambda: write_cassette("first", interaction(response_body="changed")))
+
+
+def test_raw_dot_dot_in_a_put_is_refused(cassette_dir: Path, serve, tmp_path: Path) -> None:
+    """As curl --path-as-is would send it: no client-side normalisation of the path."""
+    url, _ = serve(cassette_dir)
+    parts = urlsplit(url)
+    body = b"version: 2\ninteractions: []\n"
+    request = (b"PUT /__admin/cassettes/../escaped HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(request)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
+    assert b"cassette name '../escaped'" in reply
+    assert not list(tmp_path.rglob("escaped*"))
+
+
+
+def test_watch_does_not_reload_again_after_a_put(cassette_dir: Path, serve) -> None:
+    """A second reload would rewind the sequence the client has just started."""
+    url, app = serve(cassette_dir, watch=True, speed=0)
+    reloads: list[int] = []
+    reload = app.service.reload
+    app.service.reload = lambda: reloads.append(1) or reload()  # type: ignore[method-assign]
+    wait_for(lambda: bool(reloads), poke=lambda: (cassette_dir / "ready.yaml").write_text("version: 2\ninteractions: []\n"))
+    time.sleep(0.5)  # let the watcher settle: pokes may have given more than one reload
+    reloads.clear()
+    sequence = "\n".join(["version: 2", "interactions:"] + [
+        f"- {{id: {n}, request: {{method: POST, url: 'https://x/v1/chat/completions', body: '{{}}'}}, response: {{code: 200, body: '{n}'}}}}"
+        for n in range(2)])
+    assert httpx.put(url + "/__admin/cassettes/seq", content=sequence).status_code == 201
+    assert httpx.post(url + "/v1/chat/completions", content="{}").content == b"0"
+    time.sleep(0.5)  # longer than the watcher takes to see the file and (wrongly) reload
+    assert httpx.post(url + "/v1/chat/completions", content="{}").content == b"1"
+    assert reloads == [1]  # PUT's own reload only

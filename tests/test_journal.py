@@ -1,0 +1,56 @@
+"""The request journal: bounded, newest first, filtered, cleared per session."""
+
+from __future__ import annotations
+
+from server.errors import CassetteMiss
+from server.journal import Journal, JournalEntry
+from server.loader import load_paths
+
+from .conftest import interaction
+
+
+def entry(session: str = "default", *, hit: object = None, path: str = "/v1/x") -> JournalEntry:
+    return JournalEntry(time=0.0, session=session, method="POST", path=path, query="", status=200 if hit else 404,
+                        duration=0.01, interaction=hit,  # type: ignore[arg-type]
+                        error=None if hit else CassetteMiss("no match"))
+
+
+def test_newest_first_and_bounded() -> None:
+    journal = Journal(3)
+    for n in range(5):
+        journal.add(entry(path=f"/{n}"))
+    assert [e.path for e in journal.entries()] == ["/4", "/3", "/2"] and len(journal) == 3
+
+
+def test_filters_and_limit(write_cassette, cassette_dir) -> None:
+    write_cassette("c", interaction())
+    served = load_paths([cassette_dir]).cassettes[0].interactions[0]
+    journal = Journal(10)
+    for session, hit in [("a", served), ("b", None), ("a", None), ("b", served)]:
+        journal.add(entry(session, hit=hit))
+    assert [(e.session, e.matched) for e in journal.entries(session="a")] == [("a", False), ("a", True)]
+    assert [e.session for e in journal.entries(matched=True)] == ["b", "a"]
+    assert [e.session for e in journal.entries(matched=False, limit=1)] == ["a"]
+
+
+def test_clear_one_session_or_all() -> None:
+    journal = Journal(10)
+    for session in ("a", "b", "a"):
+        journal.add(entry(session))
+    journal.clear("a")
+    assert [e.session for e in journal.entries()] == ["b"]
+    journal.clear()
+    assert journal.entries() == []
+
+
+def test_size_zero_keeps_nothing() -> None:
+    journal = Journal(0)
+    journal.add(entry())
+    assert not journal.enabled and journal.entries() == []
+
+
+def test_json_of_a_miss() -> None:
+    data = entry("s").to_json(near_misses=True)
+    assert data["time"] == "1970-01-01T00:00:00.000+00:00"
+    assert data["error"] == {"code": "cassette_miss", "message": "no match"}
+    assert data["matched"] is False and data["interaction"] is None and data["near_misses"] == []

@@ -1,0 +1,47 @@
+"""Cassette names → files under one directory, never outside; whole-file writes."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from server.errors import BadRequest
+from server.storage import cassette_file, name_problem, write_whole
+
+
+@pytest.mark.parametrize("name", ["../x", "a/../../x", "/etc/passwd", "a\\..\\x", "", "a//b", "./a", ".git/x", "a.yaml", "a\nb"])
+def test_unsafe_or_unloadable_names(name: str, tmp_path: Path) -> None:
+    assert name_problem(name) is not None
+    with pytest.raises(BadRequest, match="use a relative name"):
+        cassette_file(tmp_path, name)
+
+
+@pytest.mark.parametrize("name", ["weather", "openai/chat-1", "team/a.b/c_d", "日本/テスト"])
+def test_good_names(name: str, tmp_path: Path) -> None:
+    assert cassette_file(tmp_path, name) == tmp_path / f"{name}.yaml"
+
+
+def test_an_existing_yml_file_is_reused(tmp_path: Path) -> None:
+    (tmp_path / "old.yml").write_text("x")
+    assert cassette_file(tmp_path, "old") == tmp_path / "old.yml"
+
+
+def test_symlinks_out_of_the_directory_are_refused(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "out").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(BadRequest, match="symbolic link"):
+        cassette_file(root, "out/x")
+
+
+def test_write_whole_creates_parents_and_keeps_permissions(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b.yaml"
+    write_whole(target, b"one")
+    assert target.read_bytes() == b"one" and stat.S_IMODE(target.stat().st_mode) == 0o644
+    target.chmod(0o600)
+    write_whole(target, b"two")
+    assert target.read_bytes() == b"two" and stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in target.parent.iterdir()] == ["b.yaml"]
