@@ -128,7 +128,7 @@ def log_load(result: LoadResult, settings: Settings) -> None:
     for error in result.errors:
         log.error("Cannot load %s", error)
     if not result.cassettes and not result.errors:
-        log.warning("No cassette files (*.yaml, *.yml) found in %s: every request will be a miss", paths)
+        log.warning("No cassette files (*.yaml, *.yml, *.json) found in %s: every request will be a miss", paths)
 
 
 def unknown_cassette_message(name: str, index: Index) -> str:
