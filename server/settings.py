@@ -123,6 +123,11 @@ class Settings:
         False,
     )
     strict: bool = _option(Option("--strict", "exit with an error if any cassette fails to load", switch=True), False)
+    no_relax: bool = _option(
+        Option("--no-relax", "match strictly: never fall back to the path and query relaxations "
+               "(missing /v1, API versions, provider prefixes, beta and api-version parameters)", switch=True),
+        False,
+    )
     log_level: str = _option(
         Option("--log-level", "log verbosity", _log_level, "{" + ",".join(LOG_LEVELS) + "}"),
         "info",
