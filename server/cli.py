@@ -24,7 +24,7 @@ from .settings import Option, Settings
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cassette-server",
-        description="Replay recorded LLM API cassettes (go-vcr) as a local HTTP server.",
+        description="Replay recorded LLM API cassettes (go-vcr, vcrpy) as a local HTTP server.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser(

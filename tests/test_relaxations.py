@@ -167,3 +167,9 @@ def test_strict_matches_win_over_relaxed_ones(write_cassette, cassette_dir: Path
                    interaction(url="https://x/v1/messages", response_body="plain"))
     responses = call(Settings(paths=(cassette_dir,), speed=0), post("/v1/messages"), post("/v1/messages?beta=true"))
     assert [r.content for r in responses] == [b"plain", b"beta"]
+
+
+def test_no_relax_from_flag_and_environment() -> None:
+    assert Settings.resolve({}, {}).no_relax is False
+    assert Settings.resolve({}, {"CASSETTE_SERVER_NO_RELAX": "1"}).no_relax is True
+    assert Settings.resolve({"no_relax": True}, {}).no_relax is True
