@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .matching import MatchKey
 
@@ -172,7 +173,7 @@ class RelaxedIndex:
         return RelaxedFind()
 
 
-def _add(table: dict, relaxed: object, key: MatchKey) -> None:
+def _add(table: dict[Any, list[MatchKey]], relaxed: Any, key: MatchKey) -> None:
     keys = table.setdefault(relaxed, [])
     if key not in keys:
         keys.append(key)

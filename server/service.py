@@ -73,6 +73,8 @@ class CassetteService:
             if relaxed.recorded is not None:  # served from the recording's own sequence
                 take = index.take(relaxed.recorded, session=session, scope=scope)
                 if take.interaction is not None:
+                    log.debug("%s %s matched %s through the relaxation %s", request.method, request.path,
+                              take.interaction.label, relaxed.name)
                     return Match(take.interaction, repeated=take.repeated, relaxation=relaxed.name)
         message = self.explain_miss(request, take, session=session, scope=scope, index=index, relaxed=relaxed)
         log.warning("%s", message)

@@ -108,7 +108,7 @@ def _typed_body(body: dict[str, Any], what: str) -> bytes:
     """``{type: json|text|binary|none, content: …}``."""
     kind, content = body.get("type"), body.get("content")
     if kind == "json":
-        return json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return _json_bytes(content, f"{what}.content", separators=(",", ":"), ensure_ascii=False)
     if kind == "text":
         return body_bytes(content, f"{what}.content")
     if kind == "none":
@@ -129,10 +129,14 @@ def _typed_body(body: dict[str, Any], what: str) -> bytes:
 def _python_json(value: Any) -> bytes:
     """What pydantic-ai's deserializer makes of a ``parsed_body``: ``json.dumps`` with its
     default spacing and ASCII escapes."""
+    return _json_bytes(value, PARSED_BODY_FIELD)
+
+
+def _json_bytes(value: Any, what: str, **options: Any) -> bytes:
     try:
-        return json.dumps(value).encode("ascii")
-    except (TypeError, ValueError) as error:  # e.g. !!binary inside: not JSON
-        raise CassetteLoadError(f"{PARSED_BODY_FIELD} is not JSON data: {error}") from None
+        return json.dumps(value, **options).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as error:  # !!binary inside, an anchor cycle
+        raise CassetteLoadError(f"{what} is not JSON data: {error}") from None
 
 
 def _status(response: dict[str, Any]) -> tuple[int, str | None]:
