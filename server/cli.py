@@ -32,7 +32,7 @@ CHECK_OPTIONS = ("ignore_fields", "match_headers", "exact_body")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cassette-server",
-        description="Replay recorded LLM API cassettes (go-vcr) as a local HTTP server.",
+        description="Replay recorded LLM API cassettes (go-vcr, vcrpy) as a local HTTP server.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser(

@@ -3,10 +3,15 @@
 YAML is parsed with PyYAML's safe loader (its C implementation when libyaml is present): no
 tag can construct a Python object, and ``!!binary`` gives ``bytes``. Line numbers come from the
 composed node tree, so load errors can point at the interaction that is wrong.
+
+JSON (vcrpy's JSON serializer) is parsed with the json module, not as YAML: YAML 1.1 cannot
+read the surrogate-pair escapes (``\ud83d\ude00``) that ``json.dumps`` writes for emoji.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +22,45 @@ from .errors import CassetteLoadError
 SafeLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+class CassetteLoader(SafeLoader):  # type: ignore[misc, valid-type]
+    """The safe loader plus the harmless Python tags that old vcrpy cassettes carry.
+
+    Python 2 era vcrpy wrote ``!!python/unicode 'text'`` and ``!!python/str``; its own loader
+    reads them as strings, and so do we. ``!!python/tuple`` becomes a list, ``!!python/bytes``
+    bytes, and a pickled ``BytesIO`` request body (``!!python/object/new:_io.BytesIO``) the
+    bytes it held. No tag ever constructs an object or calls anything: every other
+    ``!!python/…`` tag is still refused.
+    """
+
+
+def _python_string(loader: Any, node: yaml.Node) -> str:
+    return str(loader.construct_scalar(node))
+
+
+def _python_tuple(loader: Any, node: yaml.Node) -> list[Any]:
+    return list(loader.construct_sequence(node))
+
+
+def _python_bytes(loader: Any, node: yaml.Node) -> bytes:
+    return bytes(loader.construct_yaml_binary(node))
+
+
+def _bytesio_content(loader: Any, node: yaml.Node) -> bytes:
+    state = loader.construct_mapping(node, deep=True).get("state") if isinstance(node, yaml.MappingNode) else None
+    content = state[0] if isinstance(state, (list, tuple)) and state else b""
+    return content.encode("utf-8") if isinstance(content, str) else content if isinstance(content, bytes) else b""
+
+
+for _tag, _constructor in {
+    "python/str": _python_string,
+    "python/unicode": _python_string,
+    "python/tuple": _python_tuple,
+    "python/bytes": _python_bytes,
+    "python/object/new:_io.BytesIO": _bytesio_content,
+}.items():
+    CassetteLoader.add_constructor("tag:yaml.org,2002:" + _tag, _constructor)
+
+
 @dataclass(frozen=True)
 class Document:
     """A parsed cassette file: its data, and where things are in the text (1-based lines)."""
@@ -24,6 +68,7 @@ class Document:
     data: Any
     interaction_lines: tuple[int, ...] = ()  # the line of each item of top-level `interactions`
     key_lines: dict[str, int] | None = None  # the line of each top-level key
+    syntax: str = "yaml"  # or "json"
 
     def line_of_key(self, key: str) -> int | None:
         return (self.key_lines or {}).get(key)
@@ -34,11 +79,29 @@ class Document:
 
 
 def parse_document(text: bytes, *, file: str) -> Document:
-    """Parse one YAML (or JSON, which YAML reads too) document.
+    """Parse one YAML or JSON document (JSON when it starts with ``{`` or ``[``).
 
     Raises CassetteLoadError with the file and the line of the problem.
     """
-    loader = SafeLoader(text)
+    if looks_like_json(text):
+        try:
+            return _parse_json(text)
+        except (ValueError, RecursionError) as error:
+            try:  # a YAML flow mapping (`{version: 1, ...}`) also starts with a brace
+                return _parse_yaml(text, file=file)
+            except CassetteLoadError:
+                raise CassetteLoadError(f"invalid JSON: {_json_reason(error)}", file=file,
+                                        line=getattr(error, "lineno", None)) from None
+    return _parse_yaml(text, file=file)
+
+
+def looks_like_json(text: bytes) -> bool:
+    """Whether a document is JSON rather than YAML: its first character is a brace or bracket."""
+    return text.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"[")
+
+
+def _parse_yaml(text: bytes, *, file: str) -> Document:
+    loader = CassetteLoader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
@@ -67,3 +130,51 @@ def _lines(node: yaml.Node | None) -> tuple[tuple[int, ...], dict[str, int]]:
         if key_node.value == "interactions" and isinstance(value_node, yaml.SequenceNode):
             interaction_lines = tuple(item.start_mark.line + 1 for item in value_node.value)
     return interaction_lines, key_lines
+
+
+def _parse_json(text: bytes) -> Document:
+    source = text.decode("utf-8-sig")  # UnicodeDecodeError is a ValueError
+    return Document(json.loads(source), *_json_lines(source), syntax="json")
+
+
+def _json_reason(error: Exception) -> str:
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    return error.msg if isinstance(error, json.JSONDecodeError) else str(error)
+
+
+# Strings (JSON forbids raw newlines inside them) and the structural characters.
+_IN_INTERACTIONS = ["{", "I"]
+_JSON_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|[{}\[\]:,]')
+
+
+def _json_lines(source: str) -> tuple[tuple[int, ...], dict[str, int]]:
+    """The line of each top-level key and of each item of the top-level ``interactions``
+    array, found by walking the tokens of an already validated JSON text."""
+    key_lines: dict[str, int] = {}
+    interaction_lines: list[int] = []
+    stack: list[str] = []  # open containers; "I" is the top-level interactions array
+    line, position = 1, 0
+    pending_key: str | None = None
+    for token in _JSON_TOKEN.finditer(source):
+        line += source.count("\n", position, token.start())
+        position = token.start()
+        text = token.group()
+        if text in "{[":
+            if stack == _IN_INTERACTIONS:
+                interaction_lines.append(line)
+            opens_interactions = text == "[" and stack == ["{"] and pending_key == "interactions"
+            stack.append("I" if opens_interactions else text)
+            pending_key = None
+        elif text in "]}":
+            if stack:
+                stack.pop()
+        elif text.startswith('"'):
+            if stack == ["{"] and pending_key is None:
+                pending_key = json.loads(text)
+                key_lines.setdefault(pending_key, line)
+            elif stack == _IN_INTERACTIONS:
+                interaction_lines.append(line)  # a string item: still an interaction (a bad one)
+        elif text == ",":
+            pending_key = None
+    return tuple(interaction_lines), key_lines

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from .matching import MatchKey, MatchRules
 from .models import Cassette, Interaction
+from .relaxations import RelaxedIndex
 
 DEFAULT_SESSION = "default"
 
@@ -48,6 +49,7 @@ class Index:
                 key = key_of(interaction, rules)
                 self._all.setdefault(key, []).append(interaction)
                 self._scoped.setdefault((cassette.name, key), []).append(interaction)
+        self.relaxed = RelaxedIndex(self._all, self._scoped)  # the fallback after a strict miss
         # (session, scope, key) → how many of that sequence were served
         self._positions: dict[tuple[str, str | None, MatchKey], int] = {}
         self.served: Counter[tuple[str, Interaction]] = Counter()

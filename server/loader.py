@@ -2,6 +2,11 @@
 
 A bad file never stops the others from loading; the caller decides whether errors are fatal
 (``--strict``).
+
+Directories are searched for ``*.yaml`` / ``*.yml`` and ``*.json``. JSON is also what
+package manifests, fixtures and settings are written in, so a ``.json`` file found in a
+directory counts as a cassette only when its text has an ``"interactions"`` key; others are
+passed over silently. A file named on the command line is always loaded (and reported).
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from .errors import CassetteLoadError, InvalidCassette
 from .formats import parse_cassette
 from .models import Cassette
 
-CASSETTE_SUFFIXES = (".yaml", ".yml")
+CASSETTE_SUFFIXES = (".yaml", ".yml", ".json")
+_JSON_SUFFIX = ".json"
+_JSON_CASSETTE_MARK = b'"interactions"'
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,9 @@ def load_paths(paths: Sequence[Path]) -> LoadResult:
     cassettes: list[Cassette] = []
     failures: list[LoadFailure] = []
     names: dict[str, str] = {}
-    for name, file in discover(paths, failures):
+    for name, file, found_in_directory in discover(paths, failures):
+        if found_in_directory and not _may_be_cassette(Path(file)):
+            continue
         if name in names:
             reason = f"cassette name {name!r} is already used by {names[name]}; rename one of the files"
             failures.append(LoadFailure(name, file, (CassetteLoadError(reason, file=file),)))
@@ -60,6 +69,16 @@ def load_paths(paths: Sequence[Path]) -> LoadResult:
         except InvalidCassette as error:
             failures.append(LoadFailure(name, file, tuple(error.problems)))
     return LoadResult(tuple(cassettes), tuple(failures))
+
+
+def _may_be_cassette(path: Path) -> bool:
+    """False for a ``.json`` file without an ``"interactions"`` key (not a cassette)."""
+    if path.suffix.lower() != _JSON_SUFFIX:
+        return True
+    try:
+        return _JSON_CASSETTE_MARK in path.read_bytes()
+    except OSError:
+        return True  # let load_file report why it cannot be read
 
 
 def load_file(path: Path, *, name: str) -> Cassette:
@@ -78,29 +97,29 @@ def load_bytes(text: bytes, *, name: str, file: str) -> Cassette:
     return parse_cassette(parse_document(text, file=file), name=name, file=file)
 
 
-def discover(paths: Iterable[Path], failures: list[LoadFailure]) -> list[tuple[str, str]]:
-    """(cassette name, file) for every cassette file, in a stable order.
+def discover(paths: Iterable[Path], failures: list[LoadFailure]) -> list[tuple[str, str, bool]]:
+    """(cassette name, file, found in a directory) for every cassette file, in a stable order.
 
     A directory's cassettes are named by their path relative to it, without extension
     (``openai/chat``); a file given directly is named by its file name without extension.
     Hidden files and directories are skipped. The same file given twice is loaded once.
     """
-    found: list[tuple[str, str]] = []
+    found: list[tuple[str, str, bool]] = []
     seen: set[Path] = set()
     for root in paths:
         if root.is_dir():
-            candidates = [(_name_in(root, file), file) for file in _walk(root)]
+            candidates = [(_name_in(root, file), file, True) for file in _walk(root)]
         elif root.is_file():
-            candidates = [(root.stem, root)]
+            candidates = [(root.stem, root, False)]
         else:
             reason = "no such file or directory"
             failures.append(LoadFailure(None, str(root), (CassetteLoadError(reason, file=str(root)),)))
             continue
-        for name, file in candidates:
+        for name, file, in_directory in candidates:
             resolved = file.resolve()
             if resolved not in seen:
                 seen.add(resolved)
-                found.append((name, str(file)))
+                found.append((name, str(file), in_directory))
     return found
 
 

@@ -17,6 +17,7 @@ from .matching import MatchRules
 from .models import Cassette, Interaction, ReceivedRequest
 from .nearmiss import NearMiss, near_misses, render_difference
 from .pacing import Pacing
+from .relaxations import RELAXATION_NAMES, RelaxedFind
 from .settings import Settings
 from .storage import cassette_file, write_whole
 
@@ -137,19 +138,30 @@ class CassetteService:
         take = index.take(key, session=session, scope=scope)
         if take.interaction is not None:
             return Match(take.interaction, repeated=take.repeated)
-        miss = self.explain_miss(request, take, session=session, scope=scope, index=index)
+        relaxed = None
+        if not take.candidates and not self.settings.no_relax:
+            relaxed = index.relaxed.find(key, scope)
+            if relaxed.recorded is not None:  # served from the recording's own sequence
+                take = index.take(relaxed.recorded, session=session, scope=scope)
+                if take.interaction is not None:
+                    log.debug("%s %s matched %s through the relaxation %s", request.method, request.path,
+                              take.interaction.label, relaxed.name)
+                    return Match(take.interaction, repeated=take.repeated, relaxation=relaxed.name)
+        miss = self.explain_miss(request, take, session=session, scope=scope, index=index, relaxed=relaxed)
         log.warning("%s", miss.message)
         raise miss
 
     def explain_miss(
-        self, request: ReceivedRequest, take: Take, *, session: str, scope: str | None, index: Index
+        self, request: ReceivedRequest, take: Take, *, session: str, scope: str | None, index: Index,
+        relaxed: RelaxedFind | None = None,
     ) -> CassetteMiss:
         """The miss error: its message, and the closest recordings ranked (for the journal)."""
         endpoint = f"{request.method} {request.path}" + (f"?{request.query}" if request.query else "")
         if take.candidates:
             labels = ", ".join(interaction.label for interaction in take.candidates)
+            through = f" (through the relaxation {relaxed.name})" if relaxed and relaxed.name else ""
             return CassetteMiss(
-                f"Cassette miss: all {len(take.candidates)} recorded interactions matching {endpoint} were "
+                f"Cassette miss: all {len(take.candidates)} recorded interactions matching {endpoint}{through} were "
                 f"already served in session '{session}' ({labels}) and the server runs with --exhausted error. "
                 "Rewind with POST /__admin/reset, or give each test its own X-Cassette-Session header."
             )
@@ -165,6 +177,8 @@ class CassetteService:
             elsewhere = self._unscoped_match(request, index)
             if elsewhere:
                 lines.append(f"An identical request is recorded in {elsewhere}, but this request is scoped to '{scope}'.")
+        if relaxed is not None:
+            lines.append(_describe_relaxations(relaxed, index, scope))
         lines.append("Record this request, or change it to match a recording.")
         return CassetteMiss("\n".join(lines), near_misses=closest)
 
@@ -191,6 +205,22 @@ def _describe_closest(near: NearMiss) -> list[str]:
     return lines
 
 
+def _describe_relaxations(relaxed: RelaxedFind, index: Index, scope: str | None) -> str:
+    tried = ", ".join(RELAXATION_NAMES)
+    if not relaxed.ambiguous:
+        return f"Relaxations tried, none matched: {tried}."
+    recordings = []
+    for key in relaxed.ambiguous:
+        found = [i for i in index.peek(key) if scope is None or i.cassette == scope]
+        if found:
+            recordings.append(f"{found[0].label} ({found[0].request.method} {found[0].request.url})")
+    return (
+        f"Relaxations tried: {tried}. The relaxation {relaxed.stage} matches {len(relaxed.ambiguous)} different "
+        f"recordings, so none is used: {'; '.join(recordings)}. Send the recorded path, or pick a cassette with "
+        "X-Cassette or /__cassette/NAME/."
+    )
+
+
 def log_load(result: LoadResult, settings: Settings) -> None:
     """What was loaded, per cassette and per endpoint, and every file that was not, and why."""
     paths = ", ".join(str(path) for path in settings.paths)
@@ -208,7 +238,7 @@ def log_load(result: LoadResult, settings: Settings) -> None:
     for error in result.errors:
         log.error("Cannot load %s", error)
     if not result.cassettes and not result.errors:
-        log.warning("No cassette files (*.yaml, *.yml) found in %s: every request will be a miss", paths)
+        log.warning("No cassette files (*.yaml, *.yml, *.json) found in %s: every request will be a miss", paths)
 
 
 def unknown_cassette_message(name: str, index: Index) -> str:

@@ -96,7 +96,7 @@ def _option(option: Option, default: Any) -> Any:
 @dataclass(frozen=True)
 class Settings:
     paths: tuple[Path, ...] = _option(
-        Option("paths", "cassette files or directories (searched recursively for *.yaml / *.yml)", Path, "PATH"),
+        Option("paths", "cassette files or directories (searched recursively for *.yaml, *.yml and cassette *.json)", Path, "PATH"),
         (Path("cassettes"),),
     )
     host: str = _option(Option("--host", "interface to listen on", metavar="HOST"), "127.0.0.1")
@@ -142,6 +142,11 @@ class Settings:
         Option("--admin-token", "require 'Authorization: Bearer TOKEN' on every admin call except "
                "/__admin/health (prefer the variable: flags show up in process lists)", metavar="TOKEN"),
         None,
+    )
+    no_relax: bool = _option(
+        Option("--no-relax", "match strictly: never fall back to the path and query relaxations "
+               "(missing /v1, API versions, provider prefixes, beta and api-version parameters)", switch=True),
+        False,
     )
     log_level: str = _option(
         Option("--log-level", "log verbosity", _log_level, "{" + ",".join(LOG_LEVELS) + "}"),

@@ -78,6 +78,13 @@ def write_cassette(cassette_dir: Path) -> Callable[..., Path]:
 def live_server(settings: Settings) -> Iterator[tuple[str, CassetteServerApp]]:
     """A real uvicorn serving ``settings`` on a free port, in a thread."""
     app = create_app(settings)
+    with running(app) as url:
+        yield url, app
+
+
+@contextmanager
+def running(app: Any) -> Iterator[str]:
+    """Any ASGI app on a real uvicorn on a free port, in a thread; yields its base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -90,7 +97,7 @@ def live_server(settings: Settings) -> Iterator[tuple[str, CassetteServerApp]]:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}", app
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -151,3 +151,15 @@ def test_go_durations(write_cassette, value: object, seconds: float) -> None:
     item["response"]["duration"] = value
     [cassette] = load_paths([write_cassette("d", item)]).cassettes
     assert cassette.interactions[0].response.duration == pytest.approx(seconds)
+
+
+def test_go_vcr_uncompressed_drops_content_encoding(write_cassette) -> None:
+    """Go's transport decoded the body (`uncompressed: true`): the header goes, even when the
+    decoded body happens to start like gzip."""
+    looks_gzipped = b"\x1f\x8b but really plain text"
+    flagged = interaction(response_body=looks_gzipped, response_headers={"Content-Encoding": ["gzip"]}, uncompressed=True)
+    unflagged = interaction(response_body=looks_gzipped, response_headers={"Content-Encoding": ["gzip"]})
+    [cassette] = load_paths([write_cassette("uncompressed", flagged, unflagged)]).cassettes
+    first, second = cassette.interactions
+    assert all(name != b"content-encoding" for name, _ in first.response.headers)
+    assert (b"content-encoding", b"gzip") in second.response.headers  # the magic bytes are trusted

@@ -1,8 +1,9 @@
 """Cassette formats: parsed document → Cassette.
 
-Each format is one module exposing ``NAME``, ``sniff(data) -> bool`` and
+Each format is one module exposing ``NAME``, ``sniff(data) -> bool``, ``describe(data)`` and
 ``parse_interaction(raw, position) -> (id, RecordedRequest, RecordedResponse)``. The format is
-chosen from the content, never from the file name.
+chosen from the content, never from the file name (go-vcr and vcrpy both say ``version: 1``;
+go-vcr requests have a ``url``, vcrpy requests a ``uri``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Any
 from ..documents import Document
 from ..errors import CassetteLoadError, InvalidCassette, UnknownFormat
 from ..models import Cassette, Interaction
-from . import govcr
+from . import govcr, vcrpy
 
-FORMATS: tuple[ModuleType, ...] = (govcr,)
+FORMATS: tuple[ModuleType, ...] = (govcr, vcrpy)
 
 
 def detect(data: Any) -> ModuleType | None:
@@ -26,6 +27,11 @@ def detect(data: Any) -> ModuleType | None:
 def parse_cassette(document: Document, *, name: str, file: str) -> Cassette:
     """Build a Cassette; raise CassetteLoadError, or InvalidCassette with every bad interaction."""
     data = document.data
+    if _is_pre_1_vcrpy(data):
+        raise CassetteLoadError(
+            "a vcrpy cassette from before vcrpy 1.0 (a bare list of interactions): convert it with "
+            "`python -m vcr.migration FILE`", file=file, line=1
+        )
     if not isinstance(data, dict) or "interactions" not in data:
         raise CassetteLoadError(
             "not a cassette: expected a mapping with `version` and `interactions`", file=file, line=1
@@ -34,7 +40,7 @@ def parse_cassette(document: Document, *, name: str, file: str) -> Cassette:
     if fmt is None:
         version = data.get("version")
         raise UnknownFormat(
-            f"unknown cassette format (version: {version!r}); expected go-vcr version 1 or 2",
+            f"unknown cassette format (version: {version!r}); expected go-vcr (version 1 or 2) or vcrpy (version 1)",
             file=file,
             line=document.line_of_key("version") or 1,
         )
@@ -59,5 +65,11 @@ def parse_cassette(document: Document, *, name: str, file: str) -> Cassette:
     if problems:
         raise InvalidCassette(problems)
     interactions.sort(key=lambda interaction: interaction.id)  # stable: file order breaks ties
-    return Cassette(name=name, file=file, format=fmt.describe(data), interactions=tuple(interactions))
+    syntax = " (JSON)" if document.syntax == "json" else ""
+    return Cassette(name=name, file=file, format=fmt.describe(data) + syntax, interactions=tuple(interactions))
+
+
+def _is_pre_1_vcrpy(data: Any) -> bool:
+    first = data[0] if isinstance(data, list) and data else None
+    return isinstance(first, dict) and "request" in first and "response" in first
 

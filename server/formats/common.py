@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import CassetteLoadError
+from ..models import RecordedRequest
 
 # cassette-server's own optional response field: seconds (or Go durations) from the response
 # headers to each event. go-vcr and vcrpy ignore keys they do not know, so cassettes that carry
@@ -102,3 +103,15 @@ def require_mapping(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise CassetteLoadError(f"{what} is missing or not a mapping")
     return value
+
+
+def recorded_request(request: dict[str, Any], *, url_field: str, body: bytes) -> RecordedRequest:
+    """The parts every format spells alike: ``method`` (any case), the URL under ``url_field``
+    and ``headers``; the body is read by the format."""
+    method = request.get("method")
+    if not isinstance(method, str) or not method:
+        raise CassetteLoadError("request.method is missing")
+    url = request.get(url_field)
+    path, query = split_url(url, f"request.{url_field}")
+    headers = tuple((name.lower(), value) for name, value in header_pairs(request.get("headers"), "request.headers"))
+    return RecordedRequest(method=method.upper(), url=url, path=path, query=query, headers=headers, body=body)

@@ -9,8 +9,8 @@
 Version 1 has the same shape without ``id`` (and without proto/content_length/… details, which
 are not needed to replay). ``duration`` is the time to the response headers: go-vcr measures it
 around the round trip, before the body is read. ``uncompressed: true`` means Go's transport
-already decoded the body (and removed Content-Encoding); the generic encoding check in
-responses.build_response covers both cases.
+already decoded the body: any Content-Encoding left in the headers is dropped, whatever the
+body's first bytes look like (without the flag, responses.build_response checks the bytes).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import CassetteLoadError
 from ..models import RecordedRequest, RecordedResponse
 from ..responses import build_response
-from .common import body_bytes, header_pairs, parse_event_offsets, parse_go_duration, require_mapping, split_url
+from .common import body_bytes, header_pairs, parse_event_offsets, parse_go_duration, recorded_request, require_mapping
 
 NAME = "go-vcr"
 
@@ -55,28 +55,18 @@ def parse_interaction(raw: Any, position: int) -> tuple[int, RecordedRequest, Re
 
 
 def _request(request: dict[str, Any]) -> RecordedRequest:
-    method = request.get("method")
-    if not isinstance(method, str) or not method:
-        raise CassetteLoadError("request.method is missing")
-    url = request.get("url")
-    path, query = split_url(url)
-    headers = tuple((name.lower(), value) for name, value in header_pairs(request.get("headers"), "request.headers"))
-    return RecordedRequest(
-        method=method.upper(),
-        url=url,
-        path=path,
-        query=query,
-        headers=headers,
-        body=body_bytes(request.get("body"), "request.body"),
-    )
+    return recorded_request(request, url_field="url", body=body_bytes(request.get("body"), "request.body"))
 
 
 def _response(response: dict[str, Any]) -> RecordedResponse:
     status, reason = _status(response)
+    headers = header_pairs(response.get("headers"), "response.headers")
+    if response.get("uncompressed") is True:
+        headers = [(name, value) for name, value in headers if name.strip().lower() != "content-encoding"]
     return build_response(
         status=status,
         reason=reason,
-        headers=header_pairs(response.get("headers"), "response.headers"),
+        headers=headers,
         body=body_bytes(response.get("body"), "response.body"),
         duration=parse_go_duration(response.get("duration"), "response.duration"),
         event_offsets=parse_event_offsets(response),

@@ -1,0 +1,155 @@
+"""vcrpy cassettes (github.com/kevin1024/vcrpy), ``version: 1``, in YAML or JSON.
+
+    version: 1
+    interactions:
+    - request:  {method: POST, uri: https://…, headers: {Name: [value]}, body: '…'}
+      response: {status: {code: 200, message: OK}, headers: {…}, body: {string: '…'}}
+
+Bodies are text, ``null`` or ``!!binary``. Untidy variants that real suites carry, all read here:
+
+- a compressed response stored as ``!!binary`` with ``content-encoding: gzip`` is replayed
+  compressed, as recorded; a body decoded by ``decode_compressed_response`` (or by hand) whose
+  header was left behind loses the header (responses.build_response checks the magic bytes);
+- pydantic-ai's serializer stores a JSON body as a YAML mapping under ``parsed_body`` (on the
+  request or the response, replacing ``body``); its deserializer turns it back with
+  ``json.dumps(parsed_body)``, and so do we, so clients see the same bytes as under vcrpy;
+- the newer typed body ``body: {type: json|text|binary|none, content: …}`` with
+  ``status: 200`` (pydantic-ai's cassetter); JSON content is sent as compact JSON;
+- vcrpy's old httpx layout (``status_code``, ``content``), requests without a body key,
+  responses without headers, lower-case methods.
+
+vcrpy records no timing: headers go out at once and streamed events follow the default
+pacing, unless the response carries cassette-server's optional ``event_offsets``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from ..errors import CassetteLoadError
+from ..models import RecordedRequest, RecordedResponse
+from ..responses import build_response
+from .common import body_bytes, header_pairs, parse_event_offsets, recorded_request, require_mapping
+
+NAME = "vcrpy"
+PARSED_BODY_FIELD = "parsed_body"  # pydantic-ai's JSON-as-YAML body
+
+
+def sniff(data: dict[str, Any]) -> bool:
+    """vcrpy: version 1 whose first interaction's request has a ``uri`` (go-vcr says ``url``)."""
+    if data.get("version") != 1:
+        return False
+    interactions = data.get("interactions")
+    first = interactions[0] if isinstance(interactions, list) and interactions else None
+    request = first.get("request") if isinstance(first, dict) else None
+    return isinstance(request, dict) and "uri" in request
+
+
+def describe(data: dict[str, Any]) -> str:
+    return f"vcrpy v{data.get('version')}"
+
+
+def parse_interaction(raw: Any, position: int) -> tuple[int, RecordedRequest, RecordedResponse]:
+    """vcrpy interactions have no id: their position in the file is their id."""
+    interaction = require_mapping(raw, "the interaction")
+    return (
+        position,
+        _request(require_mapping(interaction.get("request"), "request")),
+        _response(require_mapping(interaction.get("response"), "response")),
+    )
+
+
+def _request(request: dict[str, Any]) -> RecordedRequest:
+    if PARSED_BODY_FIELD in request and request[PARSED_BODY_FIELD] is not None:
+        body = _python_json(request[PARSED_BODY_FIELD])
+    else:
+        body = _body(request.get("body"), "request.body")
+    return recorded_request(request, url_field="uri", body=body)
+
+
+def _response(response: dict[str, Any]) -> RecordedResponse:
+    status, reason = _status(response)
+    if PARSED_BODY_FIELD in response and response[PARSED_BODY_FIELD] is not None:
+        body = _python_json(response[PARSED_BODY_FIELD])
+    elif "body" in response:
+        body = _response_body(response["body"])
+    else:  # vcrpy's old httpx layout kept the text under `content`
+        body = body_bytes(response.get("content"), "response.content")
+    return build_response(
+        status=status,
+        reason=reason,
+        headers=header_pairs(response.get("headers"), "response.headers"),
+        body=body,
+        duration=0.0,
+        event_offsets=parse_event_offsets(response),
+    )
+
+
+def _response_body(value: Any) -> bytes:
+    """``{string: …}`` (vcrpy), a typed body (cassetter), or a bare string (hand-written)."""
+    if isinstance(value, dict) and "string" in value:
+        return body_bytes(value["string"], "response.body.string")
+    if isinstance(value, dict) and not value:
+        return b""
+    return _body(value, "response.body")
+
+
+def _body(value: Any, what: str) -> bytes:
+    """A request body, or a response body that is not under ``string``."""
+    if isinstance(value, dict):
+        return _typed_body(value, what)
+    return body_bytes(value, what)
+
+
+def _typed_body(body: dict[str, Any], what: str) -> bytes:
+    """``{type: json|text|binary|none, content: …}``."""
+    kind, content = body.get("type"), body.get("content")
+    if kind == "json":
+        return _json_bytes(content, f"{what}.content", separators=(",", ":"), ensure_ascii=False)
+    if kind == "text":
+        return body_bytes(content, f"{what}.content")
+    if kind == "none":
+        return b""
+    if kind == "binary":
+        if isinstance(content, str):
+            try:
+                return base64.b64decode(content, validate=True)
+            except binascii.Error:
+                raise CassetteLoadError(f"{what}.content of a binary body must be base64 or !!binary") from None
+        return body_bytes(content, f"{what}.content")
+    raise CassetteLoadError(
+        f"{what} must be text, !!binary, null, {{string: …}} or {{type: json|text|binary|none, content: …}}; "
+        f"found a mapping with keys {sorted(map(str, body))}"
+    )
+
+
+def _python_json(value: Any) -> bytes:
+    """What pydantic-ai's deserializer makes of a ``parsed_body``: ``json.dumps`` with its
+    default spacing and ASCII escapes."""
+    return _json_bytes(value, PARSED_BODY_FIELD)
+
+
+def _json_bytes(value: Any, what: str, **options: Any) -> bytes:
+    try:
+        return json.dumps(value, **options).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as error:  # !!binary inside, an anchor cycle
+        raise CassetteLoadError(f"{what} is not JSON data: {error}") from None
+
+
+def _status(response: dict[str, Any]) -> tuple[int, str | None]:
+    """``status: {code, message}`` (vcrpy), ``status: 200`` (cassetter) or ``status_code``."""
+    status = response.get("status", response.get("status_code"))
+    reason = None
+    code: Any = status
+    if isinstance(status, dict):
+        code = status.get("code")
+        message = status.get("message")
+        reason = message if isinstance(message, str) and message else None
+    if isinstance(code, str) and code.strip().isdigit():
+        code = int(code)
+    if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
+        raise CassetteLoadError(f"response.status.code must be an HTTP status (100-599), not {code!r}")
+    return code, reason

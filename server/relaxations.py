@@ -1,0 +1,198 @@
+"""Matching relaxations: named rewrites of a request's path and query that let a client whose
+base URL or SDK differs from the recording's still find its recorded answer.
+
+They are a fallback: tried only after the strict lookup misses, and used only when they point
+at one recorded request. Each relaxation rewrites the path and query of a match key (method,
+headers and body stay as they are). They are tried as cumulative stages, in the order of
+``RELAXATIONS``: stage k applies relaxations 1..k to both the received key and every recorded
+key, so each stage is coarser than the one before. The first stage at which the received key
+meets a recording decides:
+
+- it meets one recorded request (recorded once, or many times as a sequence): that is the
+  match, served from that request's own sequence, so a relaxed request and a strict one for
+  the same recording advance the same position;
+- it meets several different recorded requests: ambiguous, no match (a later, coarser stage
+  could only be more ambiguous).
+
+Recorded keys are relaxed once, at load time (``RelaxedIndex``); a request pays for the
+relaxations only when its strict lookup has missed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .matching import MatchKey
+
+Query = tuple[tuple[str, str], ...]
+Rewrite = Callable[[str, Query], tuple[str, Query]]
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    """One named rewrite; ``summary`` is what the README and miss messages say it does."""
+
+    name: str
+    summary: str
+    rewrite: Rewrite
+
+
+def _without_parameter(name: str) -> Rewrite:
+    def rewrite(path: str, query: Query) -> tuple[str, Query]:
+        return path, tuple(pair for pair in query if pair[0] != name)
+
+    return rewrite
+
+
+_GOOGLE_VERSION = re.compile(r"v1(?:alpha|beta)\d*")
+
+
+def _google_api_version(path: str, query: Query) -> tuple[str, Query]:
+    if "/v1" not in path:
+        return path, query
+    segments = ["v1" if _GOOGLE_VERSION.fullmatch(segment) else segment for segment in path.split("/")]
+    return "/".join(segments), query
+
+
+def _missing_v1(path: str, query: Query) -> tuple[str, Query]:
+    if path == "/v1" or path.startswith("/v1/"):
+        return path[3:] or "/", query
+    return path, query
+
+
+# The first path segment of an OpenAI-compatible endpoint (and Anthropic's /messages): what
+# comes before it is the provider's prefix (/v1, /openai/v1, /api/v1, /v1beta/openai, …).
+ENDPOINT_ROOTS = frozenset(
+    {
+        "chat", "completions", "responses", "embeddings", "messages", "models", "moderations",
+        "images", "audio", "files", "uploads", "batches", "rerank", "conversations",
+        "assistants", "threads", "vector_stores", "fine_tuning", "realtime",
+    }
+)
+
+
+def _endpoint_tail(path: str, query: Query) -> tuple[str, Query]:
+    segments = path.split("/")
+    start = None
+    if "deployments" in segments:  # Azure: /openai/deployments/{deployment}/chat/completions
+        position = segments.index("deployments")
+        start = position + 2 if position + 2 < len(segments) else None
+    if start is None:
+        start = next((i for i, segment in enumerate(segments) if segment in ENDPOINT_ROOTS), None)
+    if start is None:
+        return path, query
+    return "/" + "/".join(segments[start:]), query
+
+
+RELAXATIONS: tuple[Relaxation, ...] = (
+    Relaxation(
+        "anthropic-beta",
+        "the query parameter `beta` is ignored (Anthropic SDKs add `?beta=true` for beta features; "
+        "a Go-recorded `/v1/messages?beta=true` matches today's Python SDK's `/v1/messages`)",
+        _without_parameter("beta"),
+    ),
+    Relaxation(
+        "azure-api-version",
+        "the query parameter `api-version` is ignored (Azure OpenAI puts it on every request)",
+        _without_parameter("api-version"),
+    ),
+    Relaxation(
+        "google-api-version",
+        "path segments `v1beta`, `v1alpha`, `v1beta1`, … equal `v1` (google-genai asks "
+        "`/v1/models/…` where recordings say `/v1beta/models/…`)",
+        _google_api_version,
+    ),
+    Relaxation(
+        "missing-v1",
+        "a leading `/v1` is optional (the Vercel AI SDK's Anthropic provider, given a base URL "
+        "without `/v1`, asks `/messages` where the cassette says `/v1/messages`)",
+        _missing_v1,
+    ),
+    Relaxation(
+        "openai-compatible-prefix",
+        "only the endpoint part of the path is compared, from `chat/completions`, `responses`, "
+        "`embeddings`, `messages`, `models`, … on (`/openai/v1/…` and "
+        "`/openai/deployments/{deployment}/…` for Azure OpenAI, `/api/v1/…` for OpenRouter, any "
+        "other OpenAI-compatible prefix)",
+        _endpoint_tail,
+    ),
+)
+
+RELAXATION_NAMES: tuple[str, ...] = tuple(relaxation.name for relaxation in RELAXATIONS)
+
+
+@dataclass(frozen=True)
+class RelaxedFind:
+    """What the relaxations found for a request that missed strictly.
+
+    ``recorded`` is the one recorded key to serve (None when nothing or several were found);
+    ``name`` names the relaxations that made the difference (``missing-v1+anthropic-beta``);
+    ``ambiguous`` lists the recorded keys when one stage met several.
+    """
+
+    recorded: MatchKey | None = None
+    name: str | None = None
+    stage: str | None = None
+    ambiguous: tuple[MatchKey, ...] = ()
+
+
+def relax(key: MatchKey, stage: int) -> MatchKey:
+    """``key`` with relaxations 0..stage applied to its path and query."""
+    path, query = _rewritten(key, RELAXATIONS[: stage + 1])
+    return (key[0], path, query, key[3], key[4])
+
+
+class RelaxedIndex:
+    """Recorded keys under each cumulative stage of relaxations, computed at load time."""
+
+    def __init__(self, keys: Iterable[MatchKey], scoped_keys: Iterable[tuple[str, MatchKey]]) -> None:
+        stages = range(len(RELAXATIONS))
+        self._all: list[dict[MatchKey, list[MatchKey]]] = [{} for _ in stages]
+        self._scoped: list[dict[tuple[str, MatchKey], list[MatchKey]]] = [{} for _ in stages]
+        for key in keys:
+            for stage in stages:
+                _add(self._all[stage], relax(key, stage), key)
+        for scope, key in scoped_keys:
+            for stage in stages:
+                _add(self._scoped[stage], (scope, relax(key, stage)), key)
+
+    def find(self, key: MatchKey, scope: str | None = None) -> RelaxedFind:
+        """The recorded key that ``key`` (a strict miss) relaxes to, if one stage meets exactly one."""
+        for stage in range(len(RELAXATIONS)):
+            relaxed = relax(key, stage)
+            found = self._all[stage].get(relaxed) if scope is None else self._scoped[stage].get((scope, relaxed))
+            if not found:
+                continue
+            name = RELAXATIONS[stage].name
+            if len(found) > 1:
+                return RelaxedFind(stage=name, ambiguous=tuple(found))
+            return RelaxedFind(recorded=found[0], name=_names_used(key, found[0], stage), stage=name)
+        return RelaxedFind()
+
+
+def _add(table: dict[Any, list[MatchKey]], relaxed: Any, key: MatchKey) -> None:
+    keys = table.setdefault(relaxed, [])
+    if key not in keys:
+        keys.append(key)
+
+
+def _names_used(received: MatchKey, recorded: MatchKey, stage: int) -> str:
+    """The relaxations the match needed: those up to ``stage``, less each one without which
+    the two keys still meet (so ``missing-v1`` is not named when the endpoint prefix
+    relaxation alone explains the match)."""
+    needed = list(RELAXATIONS[: stage + 1])
+    for relaxation in list(needed):
+        fewer = [other for other in needed if other is not relaxation]
+        if _rewritten(received, fewer) == _rewritten(recorded, fewer):
+            needed = fewer
+    return "+".join(relaxation.name for relaxation in needed)
+
+
+def _rewritten(key: MatchKey, relaxations: Iterable[Relaxation]) -> tuple[str, Query]:
+    path, query = key[1], key[2]
+    for relaxation in relaxations:
+        path, query = relaxation.rewrite(path, query)
+    return path, query
