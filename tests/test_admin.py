@@ -59,6 +59,15 @@ def test_a_miss_then_its_near_miss_diff_names_the_exact_json_path(write_cassette
     assert len(other["differences"]) == 2  # system prompt and question
 
 
+
+def test_journal_names_the_relaxation_that_found_a_match(write_cassette, client) -> None:
+    write_cassette("claude", interaction(chat("hi"), url="https://api.anthropic.com/v1/messages"))
+    app = client()
+    assert app.post("/messages", content=chat("hi")).status_code == 200  # the AI SDK's path, without /v1
+    [entry] = app.get("/__admin/requests").json()
+    assert entry["interaction"] == "claude#0" and entry["relaxation"] == "missing-v1"
+
+
 def test_journal_records_hits_misses_and_errors_newest_first(write_cassette, client) -> None:
     write_cassette("chat", interaction(chat("hi")))
     app = client()
