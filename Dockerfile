@@ -14,8 +14,9 @@ COPY pyproject.toml README.md ./
 COPY server ./server
 RUN python -m pip install . && rm -rf build ./*.egg-info
 
-# The bundled examples; mount your own cassettes over /cassettes.
-COPY cassettes /cassettes
+# The bundled examples; mount your own cassettes over /cassettes. Owned by the server's user,
+# so PUT /__admin/cassettes/{name} can add cassettes to them.
+COPY --chown=10001:10001 cassettes /cassettes
 
 # An unprivileged user with a fixed uid, so mounted files can be made readable for it.
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin cassette

@@ -21,8 +21,8 @@ from .admin import create_admin
 from .errors import BadRequest, HTTPError, UnknownCassette
 from .index import DEFAULT_SESSION, Index
 from .journal import JournalEntry
-from .models import ReceivedRequest
-from .pacing import Pacing
+from .models import Interaction, ReceivedRequest
+from .pacing import Pacing, parse_speed
 from .replay import send_recorded
 from .service import CassetteService, Match, unknown_cassette_message
 from .settings import Settings
@@ -43,6 +43,8 @@ class CassetteServerApp:
     def __init__(self, service: CassetteService) -> None:
         self.service = service
         self.admin = create_admin(service)
+        control = (CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER)
+        self._wanted_headers = frozenset(name.encode("latin-1") for name in (*control, *service.rules.match_headers))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not _is_admin(scope["path"]):
@@ -57,7 +59,7 @@ class CassetteServerApp:
             body = await _read_body(receive)
         except _ClientGone:
             return
-        headers = _headers(scope)
+        headers = _headers(scope, self._wanted_headers)
         session = headers.get(SESSION_HEADER) or DEFAULT_SESSION
         try:
             path, cassette = resolve_scope(scope["path"], headers.get(CASSETTE_HEADER), index)
@@ -74,13 +76,15 @@ class CassetteServerApp:
             await send_error(internal, send)
             self._record(scope, session, arrived, error=internal)
             return
+        delivered = None
         try:
-            await send_recorded(match.interaction.response, pacing, arrived, scope, receive, send)
+            delivered = await send_recorded(match.interaction.response, pacing, arrived, scope, receive, send)
         finally:
-            self._record(scope, session, arrived, match=match)
+            self._record(scope, session, arrived, match=match, client_left=delivered is False)
 
     def _record(
-        self, scope: Scope, session: str, arrived: float, *, match: Match | None = None, error: HTTPError | None = None
+        self, scope: Scope, session: str, arrived: float, *, match: Match | None = None,
+        error: HTTPError | None = None, client_left: bool = False,
     ) -> None:
         """Add the finished request to the journal (one small record; nothing is computed here)."""
         journal = self.service.journal
@@ -96,7 +100,7 @@ class CassetteServerApp:
             method=scope["method"],
             path=scope["path"],
             query=scope["query_string"].decode("latin-1"),
-            status=interaction.response.status if interaction else error.status_code if error else 500,
+            status=_journal_status(interaction, error, client_left),
             duration=took,
             interaction=interaction,
             repeated=match.repeated if match else False,
@@ -108,12 +112,22 @@ class CassetteServerApp:
         if speed_header is None:
             return self.service.pacing
         try:
-            speed = float(speed_header)
-        except ValueError:
-            speed = -1.0
-        if not 0 <= speed < float("inf"):
-            raise BadRequest(f"{SPEED_HEADER}: {speed_header!r} is not a speed; use a number >= 0 (0: no waiting)")
+            speed = parse_speed(speed_header)
+        except ValueError as error:
+            raise BadRequest(f"{SPEED_HEADER}: {error}") from None
         return Pacing(speed, self.service.pacing.event_interval)
+
+
+# nginx's "client closed request": the client left before the recorded headers were due.
+CLIENT_CLOSED_REQUEST = 499
+
+
+def _journal_status(interaction: Interaction | None, error: HTTPError | None, client_left: bool) -> int:
+    if client_left:
+        return CLIENT_CLOSED_REQUEST
+    if interaction is not None:
+        return interaction.response.status
+    return error.status_code if error else 500
 
 
 def create_app(settings: Settings) -> CassetteServerApp:
@@ -173,10 +187,18 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-def _headers(scope: Scope) -> dict[str, str]:
+def _headers(scope: Scope, wanted: frozenset[bytes]) -> dict[str, str]:
+    """The request headers the server looks at (ASGI names are lower case already); values as
+    UTF-8 (what clients send and recorders store), latin-1 when they are not UTF-8."""
     headers: dict[str, str] = {}
     for raw_name, raw_value in scope["headers"]:
-        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        if raw_name not in wanted:
+            continue
+        name = raw_name.decode("latin-1")
+        try:
+            value = raw_value.decode("utf-8")
+        except UnicodeDecodeError:
+            value = raw_value.decode("latin-1")
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
     return headers
 

@@ -20,6 +20,7 @@ from typing import Any
 import uvicorn
 
 from .app import create_app
+from .relaxations import RELAXATIONS
 from .catalog import summarise
 from .checks import check_paths
 from .loader import load_paths
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve cassettes over HTTP",
         description="Serve cassettes over HTTP. Every option can also be set with the environment "
         "variable shown in brackets; a flag wins over the variable.",
+        epilog="After a strict miss, these relaxations are tried in order (unless --no-relax); one is used "
+        "only when it finds a single recorded request: "
+        + "; ".join(f"{relaxation.name}: {relaxation.summary}" for relaxation in RELAXATIONS),
     )
     for item in fields(Settings):
         _add_setting(serve, item)
@@ -111,7 +115,8 @@ def serve(settings: Settings) -> int:
     if settings.strict and failures:
         print(f"cassette-server: {len(failures)} cassette file(s) failed to load and --strict is set", file=sys.stderr)
         return 1
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=log_config, log_level=settings.log_level)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=log_config, log_level=settings.log_level,
+                **UVICORN_OPTIONS)
     return 0
 
 
@@ -173,6 +178,15 @@ def _cut_left(text: str, width: int) -> str:
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+UVICORN_OPTIONS: dict[str, Any] = {
+    # Replayed headers are the recorded ones: no `server: uvicorn`, no second `date`.
+    "server_header": False,
+    "date_header": False,
+    # A stopping server does not wait out long recorded delays: after 5 s, open replies are cut.
+    "timeout_graceful_shutdown": 5,
+}
 
 
 def logging_config(level: str) -> dict[str, Any]:

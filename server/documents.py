@@ -104,6 +104,8 @@ def _parse_yaml(text: bytes, *, file: str) -> Document:
     loader = CassetteLoader(text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            _check_aliases(node, limit=_EXPANSION_FACTOR * len(text) + _EXPANSION_ALLOWANCE, file=file)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
@@ -113,9 +115,57 @@ def _parse_yaml(text: bytes, *, file: str) -> Document:
         raise CassetteLoadError(reason, file=file, line=mark.line + 1 if mark else None) from None
     except (yaml.YAMLError, UnicodeDecodeError, ValueError) as error:
         raise CassetteLoadError(f"invalid YAML: {error}", file=file) from None
+    except RecursionError:
+        raise CassetteLoadError("invalid YAML: nested too deeply", file=file) from None
     finally:
         loader.dispose()
     return Document(data, *_lines(node))
+
+
+# Aliases (``*id001``) let a few bytes stand for huge data ("billion laughs"). Writers do use
+# them (PyYAML, hence vcrpy, anchors repeated header mappings), so they are allowed as long as
+# the data they expand to stays within a multiple of the file's own size.
+_EXPANSION_FACTOR = 16
+_EXPANSION_ALLOWANCE = 1_000_000
+
+
+def _check_aliases(root: yaml.Node, *, limit: int, file: str) -> None:
+    """Refuse a document whose aliases expand beyond ``limit`` (scalar characters + nodes) or
+    refer to themselves. Iterative, and each node is sized once: linear in the node count."""
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = _child_nodes(node)
+        if children_done:
+            in_progress.discard(id(node))
+            own = len(node.value) if isinstance(node, yaml.ScalarNode) else 0
+            sizes[id(node)] = 1 + own + sum(sizes[id(child)] for child in children)
+            if sizes[id(node)] > limit:
+                raise CassetteLoadError(
+                    f"invalid YAML: its aliases expand to more than {limit:,} characters; "
+                    "write the data out instead of repeating it with anchors", file=file,
+                    line=node.start_mark.line + 1)
+            continue
+        in_progress.add(id(node))
+        stack.append((node, True))
+        for child in children:
+            if id(child) in in_progress:
+                raise CassetteLoadError("invalid YAML: an alias refers to the node that contains it",
+                                        file=file, line=child.start_mark.line + 1)
+            if id(child) not in sizes:
+                stack.append((child, False))
+
+
+def _child_nodes(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _lines(node: yaml.Node | None) -> tuple[tuple[int, ...], dict[str, int]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,11 @@ from urllib.parse import parse_qsl, unquote
 import orjson
 
 from .fieldpath import FieldPath, parse_field_path, remove_field
+
+# What normalise_json changes can only be in a body that has a number with a fraction or an
+# exponent (``1.0``, ``1e2``) or an escaped carriage return; most bodies have neither and skip
+# the walk. False positives (``"gpt-4.1"``) only cost the walk.
+_NEEDS_NORMALISING = re.compile(rb"\d[.eE]|\\r|\\u000[dD]")
 
 MatchKey = tuple[str, str, tuple[tuple[str, str], ...], tuple[str | None, ...], bytes]
 _NOT_JSON = object()
@@ -57,16 +63,25 @@ class MatchRules:
     def body_key(self, body: bytes) -> bytes:
         """Canonical JSON bytes for a JSON body, the body itself otherwise."""
         value = self.json_value(body)
-        return body if value is _NOT_JSON else canonical_json(value)
+        if value is _NOT_JSON:
+            return body
+        try:
+            return canonical_json(value)
+        except RecursionError:  # nested deeper than Python's json can write: compare the bytes
+            return body
 
     def json_value(self, body: bytes) -> Any:
         """The normalised JSON value of a body (ignored fields removed), or ``_NOT_JSON``."""
         value = parse_json(body)
         if value is _NOT_JSON:
             return value
-        value = normalise_json(value)
-        for path in self.ignore_fields:
-            remove_field(value, path)
+        try:
+            if _NEEDS_NORMALISING.search(body):  # else the parsed value is already normal
+                value = normalise_json(value)
+            for path in self.ignore_fields:
+                remove_field(value, path)
+        except RecursionError:  # nested deeper than Python recurses: compare the bytes
+            return _NOT_JSON
         return value
 
 

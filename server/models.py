@@ -106,7 +106,9 @@ class ReceivedRequest:
     method: str
     path: str
     query: str
-    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    # Only the headers the server looks at (its control headers and --match-header ones), by
+    # lower-case name; repeated headers joined with ", ".
+    headers: dict[str, str]
     body: bytes
 
     def header(self, name: str) -> str | None:

@@ -114,7 +114,10 @@ def _body_differences(recorded: bytes, received: bytes, rules: MatchRules, recei
     if received_value is None:
         received_value = rules.json_value(received)
     if is_json(recorded_value) and is_json(received_value):
-        return [Difference("body", format_field_path(path), a, b) for path, a, b in diff_json(recorded_value, received_value)]
+        try:
+            return [Difference("body", format_field_path(path), a, b) for path, a, b in diff_json(recorded_value, received_value)]
+        except RecursionError:  # too deep to walk: compared whole, below
+            pass
     if is_json(recorded_value) or is_json(received_value):
         if rules.body_key(recorded) == rules.body_key(received):
             return []

@@ -9,9 +9,25 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .models import RecordedResponse
+
+# Slower than a thousandth of the recorded speed is no longer a replay but a hang (and a tiny
+# factor like 1e-300 would make a 1 s recording wait longer than the universe has existed).
+MIN_SPEED = 0.001
+
+
+def parse_speed(text: str) -> float:
+    """A speed factor: 0 (no waiting) or a finite number >= MIN_SPEED. Raises ValueError."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value == 0 or MIN_SPEED <= value < math.inf):
+        raise ValueError(f"{text!r} is not a speed: use 0 (no waiting) or a number from {MIN_SPEED} up (1: as recorded)")
+    return value
 
 
 @dataclass(frozen=True)

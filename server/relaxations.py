@@ -33,7 +33,7 @@ Rewrite = Callable[[str, Query], tuple[str, Query]]
 
 @dataclass(frozen=True)
 class Relaxation:
-    """One named rewrite; ``summary`` is what the README and miss messages say it does."""
+    """One named rewrite; ``summary`` says what it does (``cassette-server serve --help`` shows it)."""
 
     name: str
     summary: str

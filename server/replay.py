@@ -21,16 +21,19 @@ from .pacing import Pacing
 
 async def send_recorded(
     response: RecordedResponse, pacing: Pacing, arrived: float, scope: Scope, receive: Receive, send: Send
-) -> None:
-    """Send ``response``; ``arrived`` is the request's arrival on the event loop's clock."""
+) -> bool:
+    """Send ``response``; ``arrived`` is the request's arrival on the event loop's clock.
+
+    Returns False when the client went away before the headers were due (nothing was sent).
+    """
     loop = asyncio.get_running_loop()
     delay = arrived + pacing.header_delay(response) - loop.time()
-    if delay > 0:
-        await asyncio.sleep(delay)
+    if delay > 0 and not await _still_connected_after(delay, receive):
+        return False
     if response.kind is BodyKind.WHOLE:
         await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
         await send({"type": "http.response.body", "body": response.body})
-        return
+        return True
     pieces = _paced(response, pacing)
     streamer: StreamingResponse | EventSourceResponse
     if response.kind is BodyKind.SSE:
@@ -38,8 +41,32 @@ async def send_recorded(
         streamer = EventSourceResponse(pieces, status_code=response.status, ping=0)
     else:
         streamer = StreamingResponse(pieces, status_code=response.status)
-    streamer.raw_headers = list(response.headers)  # exactly the recorded headers, nothing added
+    streamer.raw_headers = list(response.headers)  # the recorded headers; nothing of the library's
     await streamer(scope, receive, send)
+    return True
+
+
+async def _still_connected_after(delay: float, receive: Receive) -> bool:
+    """Wait ``delay`` seconds, unless the client disconnects first (then return False at once).
+
+    The request body has been read, so the next ASGI message should be ``http.disconnect``;
+    anything else is ignored.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + delay
+    listener = asyncio.ensure_future(receive())
+    try:
+        while (remaining := deadline - loop.time()) > 0:
+            done, _ = await asyncio.wait({listener}, timeout=remaining)
+            if not done:
+                break
+            if listener.result()["type"] == "http.disconnect":
+                return False
+            listener = asyncio.ensure_future(receive())
+        return True
+    finally:
+        if not listener.done():
+            listener.cancel()
 
 
 async def _paced(response: RecordedResponse, pacing: Pacing) -> AsyncIterator[bytes]:

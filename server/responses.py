@@ -5,6 +5,7 @@ Done once at load time: header filtering and encoding, the body kind, event boun
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 
@@ -27,6 +28,11 @@ _NOT_FORWARDED = frozenset(
         "content-length",
     }
 )
+
+# RFC 9110 §5.1 field names (tokens) and §5.5 field values (no control characters but tab):
+# what the HTTP server would refuse to send, mid-reply.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 _SSE_TYPE = "text/event-stream"
 _EVENTSTREAM_TYPE = "application/vnd.amazon.eventstream"
@@ -51,7 +57,8 @@ def build_response(
 ) -> RecordedResponse:
     """Make a RecordedResponse from what a cassette recorded.
 
-    - hop-by-hop headers and Content-Length are dropped (the server sets its own framing);
+    - hop-by-hop headers and Content-Length are dropped (the server sets its own framing), and
+      so are headers that are not valid HTTP (a server cannot send them), with a note;
     - Content-Encoding is kept only when the body really is encoded (recorders often store
       the decoded body but keep the header);
     - the body is split into events (SSE) or frames (AWS event-stream); other bodies are whole;
@@ -70,8 +77,12 @@ def build_response(
         if lower == "content-encoding" and not body_is_encoded(value, body):
             notes.append(f"Content-Encoding: {value} dropped: the recorded body is not encoded")
             continue
-        wire.append((_header_bytes(lower), _header_bytes(value)))
-    if kind is BodyKind.WHOLE:
+        wire_name, wire_value = _header_bytes(lower), _header_bytes(value)
+        if not _TOKEN.fullmatch(wire_name) or _BAD_VALUE.search(wire_value):
+            notes.append(f"header {name!r}: {value!r} dropped: not a valid HTTP header, it cannot be sent")
+            continue
+        wire.append((wire_name, wire_value))
+    if kind is BodyKind.WHOLE and not _no_content(status):
         wire.append((b"content-length", str(len(body)).encode()))
 
     offsets = _valid_offsets(event_offsets, len(chunks), notes)
@@ -87,6 +98,11 @@ def build_response(
         event_offsets=offsets,
         notes=tuple(notes),
     )
+
+
+def _no_content(status: int) -> bool:
+    """Statuses whose replies never have a body, so no Content-Length either (RFC 9110 §8.6)."""
+    return status < 200 or status in (204, 304)
 
 
 def _split_body(content_type: str, body: bytes, notes: list[str]) -> tuple[BodyKind, tuple[bytes, ...]]:

@@ -13,7 +13,7 @@ from .errors import BadRequest, CassetteLoadError, CassetteMiss, Conflict, Inval
 from .index import Index, Take
 from .journal import Journal
 from .loader import LoadResult, load_bytes, load_paths
-from .matching import MatchRules
+from .matching import MatchKey, MatchRules
 from .models import Cassette, Interaction, ReceivedRequest
 from .nearmiss import NearMiss, near_misses, render_difference
 from .pacing import Pacing
@@ -147,12 +147,12 @@ class CassetteService:
                     log.debug("%s %s matched %s through the relaxation %s", request.method, request.path,
                               take.interaction.label, relaxed.name)
                     return Match(take.interaction, repeated=take.repeated, relaxation=relaxed.name)
-        miss = self.explain_miss(request, take, session=session, scope=scope, index=index, relaxed=relaxed)
+        miss = self.explain_miss(request, key, take, session=session, scope=scope, index=index, relaxed=relaxed)
         log.warning("%s", miss.message)
         raise miss
 
     def explain_miss(
-        self, request: ReceivedRequest, take: Take, *, session: str, scope: str | None, index: Index,
+        self, request: ReceivedRequest, key: MatchKey, take: Take, *, session: str, scope: str | None, index: Index,
         relaxed: RelaxedFind | None = None,
     ) -> CassetteMiss:
         """The miss error: its message, and the closest recordings ranked (for the journal)."""
@@ -173,19 +173,15 @@ class CassetteService:
             lines += _describe_closest(closest[0])
         elif not index.cassettes:
             lines.append(f"No cassette is loaded (paths: {', '.join(map(str, self.settings.paths))}).")
-        if scope is not None:
-            elsewhere = self._unscoped_match(request, index)
-            if elsewhere:
-                lines.append(f"An identical request is recorded in {elsewhere}, but this request is scoped to '{scope}'.")
+        elsewhere = index.peek(key) if scope is not None else ()
+        if elsewhere:
+            labels = ", ".join(interaction.label for interaction in elsewhere)
+            lines.append(f"An identical request is recorded in {labels}, but this request is scoped to '{scope}'.")
         if relaxed is not None:
             lines.append(_describe_relaxations(relaxed, index, scope))
         lines.append("Record this request, or change it to match a recording.")
         return CassetteMiss("\n".join(lines), near_misses=closest)
 
-    def _unscoped_match(self, request: ReceivedRequest, index: Index) -> str | None:
-        key = self.rules.key(request.method, request.path, request.query, request.header, request.body)
-        found = index.peek(key)
-        return ", ".join(interaction.label for interaction in found) if found else None
 
 
 def _not_saved(name: str, problems: list[CassetteLoadError]) -> str:

@@ -1,20 +1,22 @@
 """One Settings object, and the only place that reads the environment.
 
 Every option has a command-line flag and an environment variable ``CASSETTE_SERVER_<NAME>``;
-the flag wins over the variable, the variable over the default. The table in ``OPTIONS``
-is the single source for the CLI, the environment and the README's option list.
+the flag wins over the variable, the variable over the default. Each field's ``Option`` (its
+dataclass metadata) is the single source for both: cli.py builds its flags from them.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .index import Exhausted
 from .matching import MatchRules
+from .pacing import parse_speed
 
 ENV_PREFIX = "CASSETTE_SERVER_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -35,17 +37,10 @@ class Option:
         return ENV_PREFIX + field_name.upper()
 
 
-def _speed(text: str) -> float:
-    value = float(text)
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"speed must be a number >= 0, not {text!r}")
-    return value
-
-
 def _seconds(text: str) -> float:
     value = float(text)
-    if not value >= 0:
-        raise ValueError(f"must be a number of seconds >= 0, not {text!r}")
+    if not 0 <= value < math.inf:
+        raise ValueError(f"must be a finite number of seconds >= 0, not {text!r}")
     return value
 
 
@@ -103,7 +98,7 @@ class Settings:
     port: int = _option(Option("--port", "port to listen on (0: any free port)", _port, "PORT"), 8080)
     speed: float = _option(
         Option("--speed", "timing factor: 1 as recorded, 2 twice as fast, 0 no waiting at all; "
-               "a request can override it with the X-Replay-Speed header", _speed, "S"),
+               "a request can override it with the X-Replay-Speed header", parse_speed, "S"),
         1.0,
     )
     event_interval: float = _option(
@@ -181,8 +176,6 @@ class Settings:
         settings.match_rules()  # validates the field paths now, not at the first request
         return settings
 
-    def with_changes(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
 
 
 def _from_env(name: str, option: Option, raw: str) -> Any:

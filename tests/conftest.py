@@ -16,6 +16,7 @@ import yaml
 
 from server import Settings, create_app
 from server.app import CassetteServerApp
+from server.cli import UVICORN_OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "cassettes"
@@ -88,7 +89,7 @@ def running(app: Any) -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **UVICORN_OPTIONS))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

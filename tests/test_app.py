@@ -118,10 +118,32 @@ def test_sessions_over_http(write_cassette, cassette_dir: Path) -> None:
     assert "already served in session 'x' (s#0, s#1)" in responses[3].json()["error"]["message"]
 
 
-def test_bad_speed_header_is_a_clear_400() -> None:
-    [response] = call(FAST, ("POST", "/v1/chat/completions", {"content": seed_request(0), "headers": {"X-Replay-Speed": "fast"}}))
+@pytest.mark.parametrize("speed", ["fast", "-1", "nan", "inf", "1e-300"])
+def test_bad_speed_header_is_a_clear_400(speed: str) -> None:
+    [response] = call(FAST, ("POST", "/v1/chat/completions", {"content": seed_request(0), "headers": {"X-Replay-Speed": speed}}))
     assert response.status_code == 400
-    assert "X-Replay-Speed".lower() in response.json()["error"]["message"].lower()
+    assert response.json()["error"]["message"].startswith(f"x-replay-speed: '{speed}' is not a speed")
+
+
+def test_non_ascii_cassette_names_in_header_and_prefix(write_cassette, cassette_dir: Path) -> None:
+    write_cassette("café/ü", interaction(response_body="accented"))
+    body = interaction()["request"]["body"]
+    by_header, by_prefix = call(
+        Settings(paths=(cassette_dir,), speed=0),
+        ("POST", "/v1/chat/completions", {"content": body, "headers": {"X-Cassette": "café/ü".encode()}}),
+        ("POST", "/__cassette/caf%C3%A9/%C3%BC/v1/chat/completions", {"content": body}),
+    )
+    assert by_header.content == by_prefix.content == b"accented"
+
+
+def test_deeply_nested_bodies_are_compared_as_bytes_not_crashes(write_cassette, cassette_dir: Path) -> None:
+    deep = "[" * 5000 + "]" * 5000
+    write_cassette("deep", interaction(deep, response_body="deep"))
+    hit, miss = call(Settings(paths=(cassette_dir,), speed=0),
+                     ("POST", "/v1/chat/completions", {"content": deep}),
+                     ("POST", "/v1/chat/completions", {"content": "[" * 5001 + "]" * 5001}))
+    assert hit.content == b"deep"
+    assert miss.status_code == 404 and miss.json()["error"]["code"] == "cassette_miss"
 
 
 def test_percent_encoded_paths_match(write_cassette, cassette_dir: Path) -> None:

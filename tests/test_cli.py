@@ -105,7 +105,11 @@ def test_strict_makes_load_errors_fatal(write_cassette, cassette_dir: Path) -> N
 
 def test_bad_values_are_usage_errors() -> None:
     flag = run("serve", "--speed", "-1")
-    assert flag.returncode == 2 and "argument --speed: speed must be a number >= 0" in flag.stderr
+    assert flag.returncode == 2 and "argument --speed: '-1' is not a speed" in flag.stderr
+    tiny = run("serve", "--speed", "1e-300")  # 1 s recorded would wait longer than the universe exists
+    assert tiny.returncode == 2 and "from 0.001 up" in tiny.stderr
+    endless = run("serve", "--event-interval", "inf")
+    assert endless.returncode == 2 and "finite number of seconds" in endless.stderr
     env = run("serve", env={"CASSETTE_SERVER_EXHAUSTED": "sometimes"})
     assert env.returncode == 2 and "CASSETTE_SERVER_EXHAUSTED='sometimes'" in env.stderr
     path = run("serve", "--ignore-field", "a..b")

@@ -6,6 +6,7 @@ for speed 0, which never waits.
 
 from __future__ import annotations
 
+import socket
 import struct
 import time
 import zlib
@@ -63,10 +64,10 @@ def test_speed_zero_is_fast_and_header_overrides(write_cassette, cassette_dir, s
                                        content_type="text/event-stream", event_offsets=[0, 1, 2, 3, 4, 5]))
     fast_url, _ = serve(cassette_dir, speed=0)
     _, total, pieces = stream(fast_url)
-    assert total < 1.5 and b"".join(p for _, p in pieces) == b"".join(EVENTS)
+    assert total < 2.5 and b"".join(p for _, p in pieces) == b"".join(EVENTS)
     slow_url, _ = serve(cassette_dir, speed=1)
     _, total, _ = stream(slow_url, headers={"X-Replay-Speed": "0"})
-    assert total < 1.5
+    assert total < 2.5
     headers_at, _, _ = stream(fast_url, headers={"X-Replay-Speed": "10"})
     assert headers_at >= 0.3  # 3 s recorded / 10
 
@@ -97,3 +98,33 @@ def test_client_leaving_mid_stream_does_not_hurt_the_server(write_cassette, cass
     assert health.status_code == 200
     _, _, pieces = stream(url, headers={"X-Replay-Speed": "0"})
     assert b"".join(p for _, p in pieces) == b"".join(EVENTS)
+
+
+def test_response_headers_are_exactly_the_recorded_ones(write_cassette, cassette_dir, serve) -> None:
+    recorded = {"Date": ["Mon, 01 Jan 2024 00:00:00 GMT"], "Server": ["cloudflare"], "Set-Cookie": ["a=1", "b=2"]}
+    write_cassette("whole", interaction(response_headers=recorded))
+    write_cassette("stream", interaction(BODY.replace("hi", "stream"), response_headers=recorded,
+                                         response_body=b"".join(EVENTS).decode(), content_type="text/event-stream"))
+    url, _ = serve(cassette_dir, speed=0)
+    expected = [("date", "Mon, 01 Jan 2024 00:00:00 GMT"), ("server", "cloudflare"), ("set-cookie", "a=1"), ("set-cookie", "b=2")]
+    whole = httpx.post(url + "/v1/chat/completions", content=BODY)
+    assert whole.headers.multi_items() == [*expected, ("content-type", "application/json"), ("content-length", "11")]
+    stream = httpx.post(url + "/v1/chat/completions", content=BODY.replace("hi", "stream"))
+    # no Content-Length on a stream: the server frames it (chunked), as the recording was
+    assert stream.headers.multi_items() == [*expected, ("content-type", "text/event-stream"), ("transfer-encoding", "chunked")]
+
+
+def test_client_leaving_during_the_header_delay_is_noticed(write_cassette, cassette_dir, serve) -> None:
+    write_cassette("slow", interaction(duration="3s"))
+    url, _ = serve(cassette_dir)
+    port = int(url.rsplit(":", 1)[1])
+    request = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(BODY)}\r\n\r\n{BODY}".encode()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(request)
+        time.sleep(0.3)
+    deadline = time.monotonic() + 2.5  # well before the recorded 3 s
+    while not (entries := httpx.get(url + "/__admin/requests").json()):
+        assert time.monotonic() < deadline, "the server did not notice the client leaving"
+        time.sleep(0.05)
+    [entry] = entries
+    assert entry["status"] == 499 and entry["interaction"] == "slow#0" and entry["duration"] < 2.5

@@ -98,6 +98,23 @@ def test_wrong_shapes(write_cassette, text: str, expected: str) -> None:
     assert expected in failure.errors[0].reason
 
 
+def test_alias_bombs_and_cycles_are_refused_but_anchors_load(write_cassette, cassette_dir: Path) -> None:
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"] + [
+        f"{name}: &{name} [{', '.join([f'*{previous}'] * 10)}]" for previous, name in zip("abcdef", "bcdefg")
+    ]
+    write_cassette("bomb", "version: 2\n" + "\n".join(levels) + "\ninteractions: []\n")
+    write_cassette("cycle", "version: 2\nloop: &l [1, *l]\ninteractions: []\n")
+    anchored = go_vcr(interaction(), interaction()).replace("    headers: {}\n", "    headers: &h {X: [y]}\n", 1)
+    anchored = anchored.replace("    headers: {}\n", "    headers: *h\n", 1)
+    write_cassette("anchored", anchored)
+    result = load_paths([cassette_dir])
+    assert [c.name for c in result.cassettes] == ["anchored"]
+    assert result.cassettes[0].interactions[1].request.headers == (("x", "y"),)
+    reasons = {failure.name: failure.errors[0].reason for failure in result.failures}
+    assert "aliases expand to more than" in reasons["bomb"]
+    assert "refers to the node that contains it" in reasons["cycle"]
+
+
 def test_python_tags_are_refused(write_cassette) -> None:
     path = write_cassette("evil", "version: 2\ninteractions: !!python/object/apply:os.system ['echo pwned']\n")
     [failure] = load_paths([path]).failures

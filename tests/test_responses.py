@@ -73,3 +73,15 @@ def test_event_offsets_validated() -> None:
 def test_non_latin1_header_values_survive() -> None:
     response = build([("X-Note", "café ☕")], b"")
     assert (b"x-note", "café ☕".encode("utf-8")) in response.headers
+
+
+def test_headers_that_cannot_be_sent_are_dropped_with_a_note() -> None:
+    response = build([("X-Good", "fine\tvalue"), ("X-Bad", "line\nbreak"), ("Bad Name", "v")], b"")
+    assert response.headers == ((b"x-good", b"fine\tvalue"), (b"content-length", b"0"))
+    assert len(response.notes) == 2 and all("not a valid HTTP header" in note for note in response.notes)
+
+
+def test_no_content_statuses_have_no_content_length() -> None:
+    for status in (204, 304):
+        response = build_response(status=status, reason=None, headers=[("ETag", '"x"')], body=b"", duration=0)
+        assert response.headers == ((b"etag", b'"x"'),)

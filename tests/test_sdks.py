@@ -101,7 +101,7 @@ def test_openai_seed_conversation_speed_zero_is_fast() -> None:
         call_id, _, arguments, _ = collect_tool_call(client.chat.completions.create(messages=[SYSTEM, QUESTION], **SEED_OPTIONS))
         answer = collect_text(client.chat.completions.create(messages=tool_result_messages(call_id, arguments), **SEED_OPTIONS))
         assert answer.endswith("is 40°C.")
-        assert time.monotonic() - start < 1.5  # recorded: 2.95 s before any event pacing
+        assert time.monotonic() - start < 2.5  # recorded: 2.95 s before any event pacing
 
 
 def test_openai_async_seed_conversation(bundled_server: str) -> None:
@@ -193,9 +193,12 @@ def test_gemini_streaming(bundled_server: str) -> None:
     assert chunks[-1].candidates[0].finish_reason == genai_types.FinishReason.STOP
 
 
-def test_gemini_miss_is_a_client_error_with_the_diff(bundled_server: str) -> None:
-    options = genai_types.HttpOptions(base_url=bundled_server, api_version="v1beta")  # default retry policy
-    with genai.Client(api_key="test", http_options=options) as client, pytest.raises(genai.errors.ClientError) as raised:
-        list(client.models.generate_content_stream(model="gemini-2.5-flash", contents="Say hi in Spanish"))
+def test_gemini_miss_is_a_client_error_with_the_diff_and_no_retry(bundled_server: str) -> None:
+    sent: list[httpx2.Request] = []
+    with httpx2.Client(event_hooks={"request": [sent.append]}) as http_client:
+        options = genai_types.HttpOptions(base_url=bundled_server, api_version="v1beta", httpx_client=http_client)
+        with genai.Client(api_key="test", http_options=options) as client, pytest.raises(genai.errors.ClientError) as raised:
+            list(client.models.generate_content_stream(model="gemini-2.5-flash", contents="Say hi in Spanish"))
+    assert len(sent) == 1  # the default retry policy does not retry it
     assert raised.value.code == 404 and raised.value.status == "NOT_FOUND"
     assert "contents[0].parts[0].text" in raised.value.message

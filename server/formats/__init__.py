@@ -61,6 +61,9 @@ def parse_cassette(document: Document, *, name: str, file: str) -> Cassette:
         except CassetteLoadError as error:
             problems.append(CassetteLoadError(f"interaction {position}: {error.reason}", file=file, line=line))
             continue
+        except RecursionError:
+            problems.append(CassetteLoadError(f"interaction {position}: nested too deeply", file=file, line=line))
+            continue
         interactions.append(Interaction(name, interaction_id, request, response, file, line))
     if problems:
         raise InvalidCassette(problems)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from ..errors import CassetteLoadError
+from ..matching import normalise_path
 from ..models import RecordedRequest
 
 # cassette-server's own optional response field: seconds (or Go durations) from the response
@@ -96,7 +97,7 @@ def split_url(url: Any, what: str = "request.url") -> tuple[str, str]:
     if not isinstance(url, str) or not url:
         raise CassetteLoadError(f"{what} is missing")
     parts = urlsplit(url)
-    return unquote(parts.path) or "/", parts.query
+    return normalise_path(parts.path), parts.query
 
 
 def require_mapping(value: Any, what: str) -> dict[str, Any]:
