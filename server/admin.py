@@ -9,6 +9,7 @@ only swap the finished index in.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -19,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .catalog import providers_and_models, served_by_session, summarise, unused
 from .errors import BadRequest, CassetteLoadError, HTTPError, NotFound, Unauthorized, UnknownCassette
@@ -28,6 +29,8 @@ from .loader import LoadFailure, LoadResult
 from .models import BodyKind, Cassette, Interaction
 from .service import CassetteService
 from .watch import watch_cassettes
+
+log = logging.getLogger("cassette_server")
 
 HEALTH_PATH = "/__admin/health"
 _DOCS_HINT = "the admin endpoints are listed at /__admin/docs"
@@ -43,6 +46,7 @@ def create_admin(service: CassetteService) -> FastAPI:
     )
     if service.settings.admin_token:
         admin.add_middleware(BearerToken, token=service.settings.admin_token)
+    admin.add_middleware(InternalErrors)
 
     @admin.exception_handler(HTTPError)
     async def _http_error(_: Request, error: HTTPError) -> JSONResponse:
@@ -174,6 +178,37 @@ class BearerToken:
             f"needs 'Authorization: Bearer <token>'."
         )
         await json_error(error, headers={"www-authenticate": "Bearer"})(scope, receive, send)
+
+
+class InternalErrors:
+    """Any other exception from an admin route (a bug of ours, a file system error nobody
+    foresaw) is logged with its traceback and answered as a 500 in the JSON error shape, never
+    as a plain-text page."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except Exception as error:
+            where = f"{scope['method']} {scope['path']}"
+            log.exception("internal error in the admin call %s", where)
+            if started:  # too late for an error answer: let the server close the connection
+                raise
+            internal = HTTPError(f"cassette-server internal error in {where}: {error!r}; the server log has the "
+                                 "traceback; please report it")
+            await json_error(internal)(scope, receive, send)
 
 
 def json_error(error: HTTPError, status_code: int | None = None, headers: Mapping[str, str] | None = None) -> JSONResponse:

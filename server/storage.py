@@ -4,11 +4,12 @@ outside it, written whole so that a reload (or a file watcher) never reads half 
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
 
-from .errors import BadRequest
+from .errors import BadRequest, NotWritable
 from .loader import CASSETTE_SUFFIXES
 
 _NAME_HELP = "use a relative name without extension, like 'openai/chat' or 'weather'"
@@ -56,16 +57,43 @@ def write_whole(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a hidden temporary file and an atomic rename.
 
     A replaced file keeps its permissions; a new one is made readable by everyone, like a file
-    an editor would write. Missing parent directories are created.
+    an editor would write. Missing parent directories are created. Raises NotWritable, saying
+    why and what to change, when the file system refuses; ``path`` is then left as it was.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise not_writable(path, error) from None
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
         os.chmod(temporary, mode)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise not_writable(path, error) from None
         raise
+
+
+def not_writable(path: Path, error: OSError) -> NotWritable:
+    """The admin API's answer to a failed write: the file, the system's reason, what to do."""
+    reason = error.strerror or str(error)
+    if error.filename and Path(error.filename) != path and not Path(error.filename).name.startswith("."):
+        reason += f" ({error.filename})"  # a folder on the way; our hidden temporary file would only confuse
+    if error.errno == errno.EROFS:
+        advice = (f"{path.parent} is on a read-only file system: mount it read-write to add cassettes with PUT "
+                  "(with Docker: drop ':ro' from the -v option)")
+    elif error.errno in (errno.EACCES, errno.EPERM):
+        user = f"uid {os.geteuid()}" if hasattr(os, "geteuid") else "the server's user"
+        advice = (f"make {path.parent} writable for {user}, the user the server runs as "
+                  "(the Docker image runs as uid 10001: chown -R 10001 the mounted directory)")
+    elif error.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
+        advice = f"something other than a file is in the way at {path} or a folder on the way to it: move it, or PUT under another name"
+    elif error.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = f"free some space on the file system of {path.parent}"
+    else:
+        advice = f"check that {path.parent} is a writable directory"
+    return NotWritable(f"cannot write cassette file {path}: {reason}; {advice}. The cassettes served are unchanged.")

@@ -6,7 +6,10 @@ is in test_admin_live.py.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -269,6 +272,55 @@ def test_put_without_a_cassette_directory_is_a_conflict(write_cassette, cassette
     app = TestClient(create_app(Settings(paths=(file,), speed=0)))
     response = app.put("/__admin/cassettes/new", content=go_vcr(interaction()))
     assert response.status_code == 409 and "no cassette directory" in response.json()["error"]["message"]
+
+
+def test_put_onto_a_directory_is_a_json_error_naming_the_path(cassette_dir: Path, client) -> None:
+    (cassette_dir / "taken.yaml").mkdir()
+    response = client().put("/__admin/cassettes/taken", content=go_vcr(interaction()))
+    assert response.status_code == 409, response.text
+    error = response.json()["error"]
+    assert error["code"] == "not_writable" and str(cassette_dir / "taken.yaml") in error["message"]
+    assert "Is a directory" in error["message"] and "PUT under another name" in error["message"]
+    assert [p.name for p in cassette_dir.iterdir()] == ["taken.yaml"]  # no temporary file left
+
+
+@pytest.mark.parametrize(("failure", "advice"), [
+    (OSError(errno.EROFS, "Read-only file system"), "mount it read-write"),
+    (PermissionError(errno.EACCES, "Permission denied"), f"writable for uid {os.geteuid()}"),
+    (OSError(errno.ENOSPC, "No space left on device"), "free some space"),
+])
+def test_put_that_cannot_write_says_why_and_what_to_do(cassette_dir: Path, client, monkeypatch, failure, advice) -> None:
+    app = client()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise failure
+
+    monkeypatch.setattr("server.storage.os.replace", refuse)
+    response = app.put("/__admin/cassettes/new", content=go_vcr(interaction()))
+    assert response.status_code == 409, response.text
+    message = response.json()["error"]["message"]
+    assert message.startswith(f"cannot write cassette file {cassette_dir / 'new.yaml'}: {failure.strerror}")
+    assert advice in message and list(cassette_dir.iterdir()) == []
+    assert app.get("/__admin/health").json()["cassettes"] == 0
+
+
+@pytest.mark.parametrize(("method", "path", "service_method"), [
+    ("POST", "/__admin/reset", "reset"), ("POST", "/__admin/reload", "reload"),  # async and threaded routes
+])
+def test_any_admin_failure_is_a_logged_json_500(client, monkeypatch, caplog, method, path, service_method) -> None:
+    app = client()
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(app.app.service, service_method, broken)
+    with caplog.at_level(logging.ERROR, logger="cassette_server"):
+        response = app.request(method, path)
+    assert response.status_code == 500 and response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == "internal_error" and "disk on fire" in error["message"] and path in error["message"]
+    [record] = [r for r in caplog.records if r.exc_info]
+    assert path in record.getMessage() and record.exc_info[1].args == ("disk on fire",)
 
 
 def test_token_required_when_set(write_cassette, client) -> None:

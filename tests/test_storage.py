@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import BadRequest
+from server.errors import BadRequest, NotWritable
 from server.storage import cassette_file, name_problem, write_whole
 
 
@@ -45,3 +45,13 @@ def test_write_whole_creates_parents_and_keeps_permissions(tmp_path: Path) -> No
     write_whole(target, b"two")
     assert target.read_bytes() == b"two" and stat.S_IMODE(target.stat().st_mode) == 0o600
     assert [p.name for p in target.parent.iterdir()] == ["b.yaml"]
+
+
+def test_write_whole_turns_os_errors_into_not_writable(tmp_path: Path) -> None:
+    (tmp_path / "notes").write_text("a file where a folder would go")
+    with pytest.raises(NotWritable) as caught:
+        write_whole(tmp_path / "notes" / "x.yaml", b"one")
+    message = caught.value.message
+    assert message.startswith(f"cannot write cassette file {tmp_path / 'notes' / 'x.yaml'}: ")
+    assert str(tmp_path / "notes") in message and "something other than a file is in the way" in message
+    assert caught.value.status_code == 409 and caught.value.code == "not_writable"
