@@ -80,7 +80,7 @@ class CassetteService:
         directory and reload. Returns the loaded cassette, whether its file is new, and the
         reload's result. Nothing is written when the text does not load."""
         directory = self.cassette_directory()
-        target = cassette_file(directory, name)
+        target = cassette_file(directory, name, text)
         loaded = self.index.by_name.get(name)
         if loaded is not None and Path(loaded.file).resolve() != target.resolve():
             raise Conflict(

@@ -9,27 +9,38 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import BadRequest, NotWritable
-from .loader import CASSETTE_SUFFIXES
+from .documents import looks_like_json
+from .errors import BadRequest, Conflict, NotWritable
+from .loader import CASSETTE_SUFFIXES, holds_json_cassette_mark, may_be_cassette
 
 _NAME_HELP = "use a relative name without extension, like 'openai/chat' or 'weather'"
 
 
-def cassette_file(directory: Path, name: str) -> Path:
-    """The file that holds cassette ``name`` under ``directory``: the existing ``.yaml`` or
-    ``.yml`` file of that name, else a new ``.yaml`` one.
+def cassette_file(directory: Path, name: str, body: bytes) -> Path:
+    """The file that holds cassette ``name`` under ``directory``, to write ``body`` to: the
+    existing ``.yaml``, ``.yml`` or cassette ``.json`` file of that name, else a new ``.yaml`` one.
 
     Raises BadRequest for names that would leave the directory (``../x``, ``/etc/x``, through a
-    symbolic link) or that the loader would not find again (hidden parts, an extension).
+    symbolic link) or that the loader would not find again (hidden parts, an extension), and
+    Conflict for a body that is not JSON when the cassette is a ``.json`` file: written there,
+    the loader would pass it over, and written beside it, two files would claim the name.
+    A ``.json`` file that is not a cassette (``package.json``) is passed over, as the loader does.
     """
     problem = name_problem(name)
     if problem:
         raise BadRequest(f"cassette name {name!r} {problem}; {_NAME_HELP}")
     base = directory / name
     candidates = [base.with_name(base.name + suffix) for suffix in CASSETTE_SUFFIXES]
-    target = next((path for path in candidates if path.is_file()), candidates[0])
+    existing = [path for path in candidates if path.is_file() and may_be_cassette(path)]
+    target = existing[0] if existing else candidates[0]
     if not target.resolve().is_relative_to(directory.resolve()):
         raise BadRequest(f"cassette name {name!r} leads outside {directory} (through a symbolic link); {_NAME_HELP}")
+    if target.suffix == ".json" and not (looks_like_json(body) and holds_json_cassette_mark(body)):
+        raise Conflict(
+            f"cassette '{name}' is stored as JSON in {target} and this body is not JSON: the file would no longer "
+            "load as a cassette (a .json file counts only when it holds JSON with an \"interactions\" key). "
+            f"Nothing was written. PUT the cassette as JSON, or delete {target} first to store it as YAML."
+        )
     return target
 
 

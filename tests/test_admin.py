@@ -231,6 +231,23 @@ def test_put_replaces_an_existing_yml_file(cassette_dir: Path, client) -> None:
     assert sorted(p.name for p in cassette_dir.iterdir()) == ["old.yml"]
 
 
+def test_put_keeps_a_json_cassette_json(cassette_dir: Path, client) -> None:
+    def as_json(response_body: str) -> str:
+        return json.dumps({"version": 2, "interactions": [{"id": 0, **interaction(response_body=response_body)}]})
+
+    stored = cassette_dir / "j.json"
+    stored.write_text(as_json("v1"))
+    app = client()
+    refused = app.put("/__admin/cassettes/j", content=go_vcr(interaction(response_body="v2")))
+    assert refused.status_code == 409 and "stored as JSON" in refused.json()["error"]["message"]
+    assert json.loads(stored.read_text()) == json.loads(as_json("v1"))  # untouched, still served
+    assert app.post("/v1/chat/completions", content=interaction()["request"]["body"]).content == b"v1"
+    replaced = app.put("/__admin/cassettes/j", content=as_json("v2"))
+    assert replaced.status_code == 200 and replaced.json()["cassette"]["file"] == str(stored)
+    assert app.post("/v1/chat/completions", content=interaction()["request"]["body"]).content == b"v2"
+    assert sorted(p.name for p in cassette_dir.iterdir()) == ["j.json"]
+
+
 def test_put_validates_before_writing(cassette_dir: Path, client) -> None:
     app = client()
     no_url = "version: 2\ninteractions:\n- id: 0\n  request: {method: POST}\n  response: {code: 200}\n"
