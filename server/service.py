@@ -180,7 +180,8 @@ class CassetteService:
         if relaxed is not None:
             lines.append(_describe_relaxations(relaxed, index, scope))
         lines.append("Record this request, or change it to match a recording.")
-        return CassetteMiss("\n".join(lines), near_misses=closest)
+        # the journal keeps the error: only a bounded part of each difference (nearmiss.NearMiss.kept)
+        return CassetteMiss("\n".join(lines), near_misses=tuple(near.kept() for near in closest))
 
     def _unscoped_match(self, request: ReceivedRequest, index: Index) -> str | None:
         key = self.rules.key(request.method, request.path, request.query, request.header, request.body)

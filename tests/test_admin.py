@@ -7,9 +7,12 @@ is in test_admin_live.py.
 from __future__ import annotations
 
 import errno
+import gc
+import hashlib
 import json
 import logging
 import os
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,6 +64,29 @@ def test_a_miss_then_its_near_miss_diff_names_the_exact_json_path(write_cassette
     assert closest["file"].endswith("chat.yaml") and closest["line"] == 3
     assert len(other["differences"]) == 2  # system prompt and question
 
+
+
+def test_the_journal_keeps_a_bounded_part_of_long_prompts(write_cassette, client) -> None:
+    huge = "You are a careful assistant. " * 40_000  # ~1.2 MB
+    write_cassette("chat", interaction(chat("What is 2+2?", system=huge)))
+    app = client()
+    changed = huge[:600_000] + "CHANGED" + huge[600_007:]
+    assert ask(app, chat("What is 2+2?", system=changed)) == 404  # a warm-up: imports, first allocations
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(10):
+            assert ask(app, chat("What is 2+2?", system=changed)) == 404
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 10 * 300_000, kept  # values are cut to 20 000 characters; in full, each miss kept > 2 MB
+    [difference] = app.get("/__admin/requests/unmatched?limit=1").json()[0]["near_misses"][0]["differences"]
+    assert difference["where"] == "messages[0].content" and "CHANGED" in difference["received"] and "CHANGED" in difference["text"]
+    assert len(difference["received"]) <= 20_002 and difference["received_length"] == len(changed)
+    assert difference["received_sha256"] == hashlib.sha256(changed.encode()).hexdigest()[:12]
 
 
 def test_journal_names_the_relaxation_that_found_a_match(write_cassette, client) -> None:

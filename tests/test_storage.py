@@ -10,7 +10,6 @@ import pytest
 from server.errors import BadRequest, Conflict, NotWritable
 from server.storage import cassette_file, name_problem, write_whole
 
-
 YAML = b"version: 2\ninteractions: []\n"
 JSON = b'\n  {"version": 2, "interactions": []}'
 
