@@ -26,6 +26,7 @@ from .pacing import Pacing
 from .replay import send_recorded
 from .service import CassetteService, Match, unknown_cassette_message
 from .settings import Settings
+from .watch import watch_lifespan
 
 log = logging.getLogger("cassette_server")
 
@@ -42,7 +43,7 @@ class CassetteServerApp:
 
     def __init__(self, service: CassetteService) -> None:
         self.service = service
-        self.admin = create_admin(service)
+        self.admin = create_admin(service, lifespan=watch_lifespan(service))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not _is_admin(scope["path"]):

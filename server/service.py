@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .errors import BadRequest, CassetteLoadError, CassetteMiss, Conflict, InvalidCassette, UnknownCassette
@@ -42,6 +43,12 @@ class Loaded:
 
     result: LoadResult
     index: Index
+
+    @cached_property
+    def files(self) -> frozenset[Path]:
+        """Every file this load read, loaded or not, resolved (for the file watcher)."""
+        read = [cassette.file for cassette in self.result.cassettes] + [failure.file for failure in self.result.failures]
+        return frozenset(Path(file).resolve() for file in read)
 
 
 class CassetteService:
