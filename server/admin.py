@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
@@ -199,6 +200,8 @@ class InternalErrors:
 
         try:
             await self.app(scope, receive, send_and_note)
+        except ClientDisconnect:
+            return  # the client left before it sent its body: nobody to answer, nothing wrong here
         except Exception as error:
             where = f"{scope['method']} {scope['path']}"
             log.exception("internal error in the admin call %s", where)

@@ -6,6 +6,7 @@ is in test_admin_live.py.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import gc
 import hashlib
@@ -364,6 +365,25 @@ def test_any_admin_failure_is_a_logged_json_500(client, monkeypatch, caplog, met
     assert error["code"] == "internal_error" and "disk on fire" in error["message"] and path in error["message"]
     [record] = [r for r in caplog.records if r.exc_info]
     assert path in record.getMessage() and record.exc_info[1].args == ("disk on fire",)
+
+
+def test_a_client_gone_before_its_body_is_no_internal_error(cassette_dir: Path, caplog) -> None:
+    app = create_app(Settings(paths=(cassette_dir,)))
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "PUT", "scheme": "http",
+             "path": "/__admin/cassettes/x", "raw_path": b"/__admin/cassettes/x", "root_path": "", "query_string": b"",
+             "headers": [(b"content-length", b"100")], "server": ("test", 80), "client": ("test", 1)}
+    sent: list[dict] = []
+
+    async def gone() -> dict:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    with caplog.at_level(logging.DEBUG, logger="cassette_server"):
+        asyncio.run(app(scope, gone, send))
+    assert sent == [] and [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert list(cassette_dir.iterdir()) == []
 
 
 def test_token_required_when_set(write_cassette, client) -> None:
