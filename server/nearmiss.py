@@ -284,8 +284,12 @@ def _as_text(value: Any) -> str | bytes:
 def _json_text(value: Any) -> str:
     try:
         return orjson.dumps(value).decode()
-    except TypeError:  # integers beyond 64 bits, which orjson refuses
+    except TypeError:  # integers beyond 64 bits or nesting beyond 254 levels, which orjson refuses
+        pass
+    try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except RecursionError:
+        return "(JSON nested too deeply to show)"
 
 
 # ---- rendering -------------------------------------------------------------------------------

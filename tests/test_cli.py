@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -135,7 +136,7 @@ def test_admin_token_from_the_environment(write_cassette, cassette_dir: Path) ->
 def test_the_admin_token_stays_out_of_the_settings_repr() -> None:
     settings = Settings.resolve({"admin_token": "s3cret-flag"}, environ={"CASSETTE_SERVER_PORT": "9"})
     assert settings.admin_token == "s3cret-flag" and "s3cret" not in repr(settings) and "port=9" in repr(settings)
-    from_env = Settings.resolve({}, environ={"CASSETTE_SERVER_ADMIN_TOKEN": "s3cret-env"}).with_changes(port=1)
+    from_env = dataclasses.replace(Settings.resolve({}, environ={"CASSETTE_SERVER_ADMIN_TOKEN": "s3cret-env"}), port=1)
     assert from_env.admin_token == "s3cret-env" and "s3cret" not in repr(from_env)
 
 

@@ -123,9 +123,16 @@ def test_a_kept_near_miss_is_bounded_and_counts_what_it_left_out(write_cassette,
     assert kept.score == near.score
 
 
-def test_integers_beyond_64_bits_are_shown() -> None:
+def test_integers_beyond_64_bits_and_deep_values_are_shown() -> None:
     text = render_difference(Difference("body", "seed", 10**30, 2 * 10**30))
     assert text == "seed: recorded 1000000000000000000000000000000, received 2000000000000000000000000000000"
+    deep: object = 1
+    for _ in range(300):  # deeper than orjson writes
+        deep = [deep]
+    assert render_difference(Difference("body", "a", 1, deep)) == "a: recorded 1, received " + "[" * 99 + "…"
+    for _ in range(5000):
+        deep = [deep]
+    assert render_difference(Difference("body", "a", 1, deep)) == "a: recorded 1, received (JSON nested too deeply to show)"
 
 
 @pytest.mark.parametrize(("a", "b", "expected"), [
