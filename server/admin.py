@@ -8,10 +8,9 @@ only swap the finished index in.
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
@@ -19,7 +18,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
 from .catalog import providers_and_models, served_by_session, summarise, unused
 from .errors import BadRequest, CassetteLoadError, HTTPError, NotFound, Unauthorized, UnknownCassette
@@ -27,22 +27,25 @@ from .index import Index
 from .loader import LoadFailure, LoadResult
 from .models import BodyKind, Cassette, Interaction
 from .service import CassetteService
-from .watch import watch_cassettes
+
+log = logging.getLogger("cassette_server")
 
 HEALTH_PATH = "/__admin/health"
 _DOCS_HINT = "the admin endpoints are listed at /__admin/docs"
 
 
-def create_admin(service: CassetteService) -> FastAPI:
+def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
+    """The admin app; ``lifespan`` runs what lives as long as the server (the file watcher)."""
     admin = FastAPI(
         title="cassette-server admin",
         docs_url="/__admin/docs",
         redoc_url=None,
         openapi_url="/__admin/openapi.json",
-        lifespan=_watching(service),
+        lifespan=lifespan,
     )
     if service.settings.admin_token:
         admin.add_middleware(BearerToken, token=service.settings.admin_token)
+    admin.add_middleware(InternalErrors)
 
     @admin.exception_handler(HTTPError)
     async def _http_error(_: Request, error: HTTPError) -> JSONResponse:
@@ -176,28 +179,42 @@ class BearerToken:
         await json_error(error, headers={"www-authenticate": "Bearer"})(scope, receive, send)
 
 
+class InternalErrors:
+    """Any other exception from an admin route (a bug of ours, a file system error nobody
+    foresaw) is logged with its traceback and answered as a 500 in the JSON error shape, never
+    as a plain-text page."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except ClientDisconnect:
+            return  # the client left before it sent its body: nobody to answer, nothing wrong here
+        except Exception as error:
+            where = f"{scope['method']} {scope['path']}"
+            log.exception("internal error in the admin call %s", where)
+            if started:  # too late for an error answer: let the server close the connection
+                raise
+            internal = HTTPError(f"cassette-server internal error in {where}: {error!r}; the server log has the "
+                                 "traceback; please report it")
+            await json_error(internal)(scope, receive, send)
+
+
 def json_error(error: HTTPError, status_code: int | None = None, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The project's JSON error shape (errors.py), with the error's status unless told otherwise."""
     return JSONResponse(error.to_json(), status_code=status_code or error.status_code, headers=headers)
-
-
-def _watching(service: CassetteService) -> Any:
-    """The admin app's lifespan: runs the file watcher while the server runs (``--watch``)."""
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if not service.settings.watch:
-            yield
-            return
-        stop = asyncio.Event()
-        watcher = asyncio.create_task(watch_cassettes(service, stop))
-        try:
-            yield
-        finally:
-            stop.set()
-            await watcher
-
-    return lifespan
 
 
 def _loaded_cassette(name: str, index: Index, result: LoadResult) -> Cassette:

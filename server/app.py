@@ -26,6 +26,7 @@ from .pacing import Pacing, parse_speed
 from .replay import send_recorded
 from .service import CassetteService, Match, unknown_cassette_message
 from .settings import Settings
+from .watch import watch_lifespan
 
 log = logging.getLogger("cassette_server")
 
@@ -42,7 +43,7 @@ class CassetteServerApp:
 
     def __init__(self, service: CassetteService) -> None:
         self.service = service
-        self.admin = create_admin(service)
+        self.admin = create_admin(service, lifespan=watch_lifespan(service))
         control = (CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER)
         self._wanted_headers = frozenset(name.encode("latin-1") for name in (*control, *service.rules.match_headers))
 

@@ -85,7 +85,8 @@ def check_paths(paths: Sequence[Path], rules: MatchRules, *, allow_duplicates: b
         findings += secret_findings(file, by_file.get(file, ()))
     if not result.cassettes and not result.failures:
         where = ", ".join(map(str, paths))
-        findings.append(Finding("load-error", ERROR, where, None, "no cassette files (*.yaml, *.yml) found; check the paths"))
+        nothing = 'no cassette files (*.yaml, *.yml, or *.json with "interactions") found; check the paths'
+        findings.append(Finding("load-error", ERROR, where, None, nothing))
     findings.sort(key=lambda finding: (finding.file, finding.line or 0))
     return CheckReport(result, tuple(findings))
 

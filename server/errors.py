@@ -11,6 +11,7 @@
         ├── UnknownCassette      404 not_found_error / unknown_cassette
         ├── CassetteMiss         404 not_found_error / cassette_miss
         └── Conflict             409 invalid_request_error / conflict
+            └── NotWritable      409 invalid_request_error / not_writable (PUT could not write the file)
 
 The JSON shape is readable by every SDK we target: OpenAI reads ``error.message`` and
 ``error.code``, Anthropic ``error.type`` and ``error.message``, google-genai ``error.status`` and
@@ -137,3 +138,10 @@ class Conflict(HTTPError):
     error_type = "invalid_request_error"
     code = "conflict"
     status = "FAILED_PRECONDITION"
+
+
+class NotWritable(Conflict):
+    """A cassette file the admin API cannot write (read-only mount, permissions, a directory in
+    the way): the server's surroundings, not the request, have to change."""
+
+    code = "not_writable"

@@ -2,7 +2,9 @@
 missed or refused), newest first, for the admin API to explain what a test saw.
 
 Recording costs one small record per request. A miss brings its near misses along (computed
-once, for the miss message), so hits pay nothing for them.
+once, for the miss message), so hits pay nothing for them; what they keep is bounded (long
+values cut around where they differ, see ``nearmiss.NearMiss.kept``), so the journal's memory is
+bounded by its size, whatever the requests' bodies.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class JournalEntry:
 
     @property
     def near_misses(self) -> tuple[NearMiss, ...]:
-        """For a miss, the closest recordings, closest first, each with every difference."""
+        """For a miss, the closest recordings, closest first, each with its differences as kept."""
         return self.error.near_misses if isinstance(self.error, CassetteMiss) else ()
 
     def to_json(self, *, near_misses: bool = False) -> dict[str, Any]:

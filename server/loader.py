@@ -55,7 +55,7 @@ def load_paths(paths: Sequence[Path]) -> LoadResult:
     failures: list[LoadFailure] = []
     names: dict[str, str] = {}
     for name, file, found_in_directory in discover(paths, failures):
-        if found_in_directory and not _may_be_cassette(Path(file)):
+        if found_in_directory and not may_be_cassette(Path(file)):
             continue
         if name in names:
             reason = f"cassette name {name!r} is already used by {names[name]}; rename one of the files"
@@ -71,14 +71,20 @@ def load_paths(paths: Sequence[Path]) -> LoadResult:
     return LoadResult(tuple(cassettes), tuple(failures))
 
 
-def _may_be_cassette(path: Path) -> bool:
-    """False for a ``.json`` file without an ``"interactions"`` key (not a cassette)."""
+def may_be_cassette(path: Path) -> bool:
+    """Whether a file found in a directory is loaded: False for a ``.json`` file without an
+    ``"interactions"`` key (not a cassette)."""
     if path.suffix.lower() != _JSON_SUFFIX:
         return True
     try:
-        return _JSON_CASSETTE_MARK in path.read_bytes()
+        return holds_json_cassette_mark(path.read_bytes())
     except OSError:
         return True  # let load_file report why it cannot be read
+
+
+def holds_json_cassette_mark(text: bytes) -> bool:
+    """Whether the text of a ``.json`` file found in a directory counts as a cassette."""
+    return _JSON_CASSETTE_MARK in text
 
 
 def load_file(path: Path, *, name: str) -> Cassette:

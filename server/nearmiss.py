@@ -3,12 +3,17 @@
 Only runs on a miss (the slow path), so it may parse recorded bodies again and scan.
 Differences are computed on normalised values, so what it reports is what matching compared:
 ignored fields and key order never show up as differences.
+
+What the request journal keeps of a near miss is bounded (``NearMiss.kept``): a 1 MB prompt
+that missed must not stay in memory 1000 times over.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -25,6 +30,17 @@ class _Absent:
 
 ABSENT: Any = _Absent()
 
+KEPT_VALUE_LENGTH = 20_000  # characters of one value a kept difference holds at most
+KEPT_NEAR_MISS_LENGTH = 50_000  # characters of differences a kept near miss holds (at least one difference)
+
+
+@dataclass(frozen=True)
+class Cut:
+    """What a value shortened for keeping was in full."""
+
+    length: int  # characters (bytes for binary data; JSON text for objects and arrays)
+    sha256: str  # the first 12 hex digits of the SHA-256 of its UTF-8 (or JSON) text
+
 
 @dataclass(frozen=True)
 class Difference:
@@ -35,6 +51,9 @@ class Difference:
     field: str | None
     recorded: Any
     received: Any
+    rendered: str | None = None  # the one-line text, made before the values were cut (``kept``)
+    recorded_cut: Cut | None = None  # set when ``recorded`` was shortened
+    received_cut: Cut | None = None
 
     @property
     def where(self) -> str:
@@ -42,13 +61,41 @@ class Difference:
             return self.field if self.field is not None else "body"
         return f"{self.part} {self.field}" if self.field else self.part
 
+    @property
+    def text(self) -> str:
+        return self.rendered if self.rendered is not None else render_difference(self)
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"part": self.part, "field": self.field, "where": self.where}
         for side in ("recorded", "received"):
             value = getattr(self, side)
             if value is not ABSENT:
                 data[side] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+            cut = getattr(self, f"{side}_cut")
+            if cut is not None:
+                data[f"{side}_length"], data[f"{side}_sha256"] = cut.length, cut.sha256
         return data
+
+    def kept(self, limit: int = KEPT_VALUE_LENGTH) -> Difference:
+        """This difference with every value longer than ``limit`` characters cut, the full
+        length and a hash noted. Two strings (or byte strings) keep the same stretch around the
+        first place they differ, so they stay comparable where it matters; other values keep
+        their head and tail (objects and arrays as JSON text). The one-line text is made from
+        the full values first."""
+        recorded, received = self.recorded, self.received
+        if type(recorded) is type(received) and isinstance(recorded, (str, bytes)):
+            start = common_prefix_length(recorded, received)
+            begin = max(0, start - limit // 3)
+            (recorded, recorded_cut), (received, received_cut) = (_window(recorded, begin, limit),
+                                                                  _window(received, begin, limit))
+        else:
+            (recorded, recorded_cut), (received, received_cut) = _ends(recorded, limit), _ends(received, limit)
+        return replace(self, recorded=recorded, received=received, rendered=self.text,
+                       recorded_cut=recorded_cut, received_cut=received_cut)
+
+    def kept_length(self) -> int:
+        """Roughly the characters a kept difference holds (for the near miss's budget)."""
+        return len(self.text) + sum(len(_as_text(value)) for value in (self.recorded, self.received) if value is not ABSENT)
 
 
 @dataclass(frozen=True)
@@ -56,10 +103,11 @@ class NearMiss:
     interaction: Interaction
     differences: tuple[Difference, ...]
     score: int
+    omitted: int = 0  # differences left out by ``kept``
 
     def to_json(self) -> dict[str, Any]:
-        """Every difference in full (long prompts stay comparable), each also rendered as one
-        readable line cut around where the values part."""
+        """Every difference (values cut only where ``kept`` cut them), each also rendered as
+        one readable line cut around where the values part."""
         interaction = self.interaction
         return {
             "interaction": interaction.label,
@@ -68,8 +116,23 @@ class NearMiss:
             "file": interaction.file,
             "line": interaction.line,
             "score": self.score,
-            "differences": [{**d.to_json(), "text": render_difference(d)} for d in self.differences],
+            "differences": [{**d.to_json(), "text": d.text} for d in self.differences],
+            "omitted_differences": self.omitted,
         }
+
+    def kept(self) -> NearMiss:
+        """What the request journal keeps: each value cut to ``KEPT_VALUE_LENGTH`` characters
+        (``Difference.kept``), and differences in order while they fit in
+        ``KEPT_NEAR_MISS_LENGTH`` characters (the first always does); the rest are counted."""
+        kept: list[Difference] = []
+        used = 0
+        for difference in self.differences:
+            small = difference.kept()
+            used += small.kept_length()
+            if kept and used > KEPT_NEAR_MISS_LENGTH:
+                break
+            kept.append(small)
+        return replace(self, differences=tuple(kept), omitted=self.omitted + len(self.differences) - len(kept))
 
 
 def near_misses(request: ReceivedRequest, interactions: Iterable[Interaction], rules: MatchRules, limit: int = 3) -> list[NearMiss]:
@@ -170,6 +233,68 @@ def _body_text(body: bytes) -> Any:
         return body
 
 
+# ---- keeping ---------------------------------------------------------------------------------
+
+
+def common_prefix_length(a: Any, b: Any) -> int:
+    """The length of the common prefix of two strings (or byte strings); found by comparing
+    halves, not characters, which keeps a megabyte prompt cheap."""
+    same, most = 0, min(len(a), len(b))  # a[:same] == b[:same]; the prefix is at most ``most`` long
+    while same < most:
+        middle = (same + most + 1) // 2
+        if a[same:middle] == b[same:middle]:
+            same = middle
+        else:
+            most = middle - 1
+    return same
+
+
+def _window(value: Any, begin: int, limit: int) -> tuple[Any, Cut | None]:
+    """``value[begin:begin + limit]``, marked with "…" where cut, or ``value`` when it fits."""
+    end = begin + limit
+    if begin == 0 and len(value) <= end:
+        return value, None
+    mark = _mark(value)
+    return (mark if begin else mark[:0]) + value[begin:end] + (mark if end < len(value) else mark[:0]), _cut(value)
+
+
+def _ends(value: Any, limit: int) -> tuple[Any, Cut | None]:
+    """A value longer than ``limit`` as its head, "…" and its tail (objects and arrays as JSON
+    text); shorter ones as they are."""
+    if value is ABSENT or isinstance(value, (bool, int, float)) or value is None:
+        return value, None
+    text = value if isinstance(value, (str, bytes)) else _json_text(value)
+    if len(text) <= limit:
+        return value, None
+    tail = limit // 4
+    return text[: limit - tail] + _mark(text) + text[-tail:], _cut(text)
+
+
+def _mark(value: str | bytes) -> Any:
+    """Where a kept value was cut: "…" (in UTF-8 for bytes)."""
+    return "…" if isinstance(value, str) else "…".encode()
+
+
+def _cut(value: str | bytes) -> Cut:
+    data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
+    return Cut(len(value), hashlib.sha256(data).hexdigest()[:12])
+
+
+def _as_text(value: Any) -> str | bytes:
+    return value if isinstance(value, (str, bytes)) else _json_text(value)
+
+
+def _json_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # integers beyond 64 bits or nesting beyond 254 levels, which orjson refuses
+        pass
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except RecursionError:
+        return "(JSON nested too deeply to show)"
+
+
 # ---- rendering -------------------------------------------------------------------------------
 
 
@@ -189,14 +314,13 @@ def _short(value: Any, width: int) -> str:
     if isinstance(value, bytes):
         text = f"{len(value)} bytes of binary data"
     else:
-        text = orjson.dumps(value).decode() if not isinstance(value, str) else _quote(value)
+        text = _json_text(value) if not isinstance(value, str) else _quote(value)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _excerpts(a: str, b: str, width: int) -> tuple[str, str]:
     """Both strings quoted, cut to ``width`` around the first character where they differ."""
-    start = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    begin = max(0, start - width // 3)
+    begin = max(0, common_prefix_length(a, b) - width // 3)
 
     def cut(text: str) -> str:
         tail = "…" if begin + width < len(text) else ""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .errors import BadRequest, CassetteLoadError, CassetteMiss, Conflict, InvalidCassette, UnknownCassette
@@ -42,6 +43,12 @@ class Loaded:
 
     result: LoadResult
     index: Index
+
+    @cached_property
+    def files(self) -> frozenset[Path]:
+        """Every file this load read, loaded or not, resolved (for the file watcher)."""
+        read = [cassette.file for cassette in self.result.cassettes] + [failure.file for failure in self.result.failures]
+        return frozenset(Path(file).resolve() for file in read)
 
 
 class CassetteService:
@@ -80,7 +87,7 @@ class CassetteService:
         directory and reload. Returns the loaded cassette, whether its file is new, and the
         reload's result. Nothing is written when the text does not load."""
         directory = self.cassette_directory()
-        target = cassette_file(directory, name)
+        target = cassette_file(directory, name, text)
         loaded = self.index.by_name.get(name)
         if loaded is not None and Path(loaded.file).resolve() != target.resolve():
             raise Conflict(
@@ -180,7 +187,8 @@ class CassetteService:
         if relaxed is not None:
             lines.append(_describe_relaxations(relaxed, index, scope))
         lines.append("Record this request, or change it to match a recording.")
-        return CassetteMiss("\n".join(lines), near_misses=closest)
+        # the journal keeps the error: only a bounded part of each difference (nearmiss.NearMiss.kept)
+        return CassetteMiss("\n".join(lines), near_misses=tuple(near.kept() for near in closest))
 
 
 

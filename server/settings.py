@@ -81,11 +81,12 @@ def _switch(text: str) -> bool:
     raise ValueError(f"expected true or false, not {text!r}")
 
 
-def _option(option: Option, default: Any) -> Any:
+def _option(option: Option, default: Any, *, secret: bool = False) -> Any:
+    """A Settings field; a ``secret`` one stays out of ``repr`` (settings end up in logs and tracebacks)."""
     factory = (lambda: default) if isinstance(default, (tuple, list)) else None
     if factory:
-        return field(default_factory=factory, metadata={"option": option})
-    return field(default=default, metadata={"option": option})
+        return field(default_factory=factory, repr=not secret, metadata={"option": option})
+    return field(default=default, repr=not secret, metadata={"option": option})
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class Settings:
         Option("--admin-token", "require 'Authorization: Bearer TOKEN' on every admin call except "
                "/__admin/health (prefer the variable: flags show up in process lists)", metavar="TOKEN"),
         None,
+        secret=True,
     )
     no_relax: bool = _option(
         Option("--no-relax", "match strictly: never fall back to the path and query relaxations "

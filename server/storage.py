@@ -4,31 +4,43 @@ outside it, written whole so that a reload (or a file watcher) never reads half 
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
 
-from .errors import BadRequest
-from .loader import CASSETTE_SUFFIXES
+from .documents import looks_like_json
+from .errors import BadRequest, Conflict, NotWritable
+from .loader import CASSETTE_SUFFIXES, holds_json_cassette_mark, may_be_cassette
 
 _NAME_HELP = "use a relative name without extension, like 'openai/chat' or 'weather'"
 
 
-def cassette_file(directory: Path, name: str) -> Path:
-    """The file that holds cassette ``name`` under ``directory``: the existing ``.yaml`` or
-    ``.yml`` file of that name, else a new ``.yaml`` one.
+def cassette_file(directory: Path, name: str, body: bytes) -> Path:
+    """The file that holds cassette ``name`` under ``directory``, to write ``body`` to: the
+    existing ``.yaml``, ``.yml`` or cassette ``.json`` file of that name, else a new ``.yaml`` one.
 
     Raises BadRequest for names that would leave the directory (``../x``, ``/etc/x``, through a
-    symbolic link) or that the loader would not find again (hidden parts, an extension).
+    symbolic link) or that the loader would not find again (hidden parts, an extension), and
+    Conflict for a body that is not JSON when the cassette is a ``.json`` file: written there,
+    the loader would pass it over, and written beside it, two files would claim the name.
+    A ``.json`` file that is not a cassette (``package.json``) is passed over, as the loader does.
     """
     problem = name_problem(name)
     if problem:
         raise BadRequest(f"cassette name {name!r} {problem}; {_NAME_HELP}")
     base = directory / name
     candidates = [base.with_name(base.name + suffix) for suffix in CASSETTE_SUFFIXES]
-    target = next((path for path in candidates if path.is_file()), candidates[0])
+    existing = [path for path in candidates if path.is_file() and may_be_cassette(path)]
+    target = existing[0] if existing else candidates[0]
     if not target.resolve().is_relative_to(directory.resolve()):
         raise BadRequest(f"cassette name {name!r} leads outside {directory} (through a symbolic link); {_NAME_HELP}")
+    if target.suffix == ".json" and not (looks_like_json(body) and holds_json_cassette_mark(body)):
+        raise Conflict(
+            f"cassette '{name}' is stored as JSON in {target} and this body is not JSON: the file would no longer "
+            "load as a cassette (a .json file counts only when it holds JSON with an \"interactions\" key). "
+            f"Nothing was written. PUT the cassette as JSON, or delete {target} first to store it as YAML."
+        )
     return target
 
 
@@ -56,16 +68,43 @@ def write_whole(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a hidden temporary file and an atomic rename.
 
     A replaced file keeps its permissions; a new one is made readable by everyone, like a file
-    an editor would write. Missing parent directories are created.
+    an editor would write. Missing parent directories are created. Raises NotWritable, saying
+    why and what to change, when the file system refuses; ``path`` is then left as it was.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise not_writable(path, error) from None
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
         os.chmod(temporary, mode)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise not_writable(path, error) from None
         raise
+
+
+def not_writable(path: Path, error: OSError) -> NotWritable:
+    """The admin API's answer to a failed write: the file, the system's reason, what to do."""
+    reason = error.strerror or str(error)
+    if error.filename and Path(error.filename) != path and not Path(error.filename).name.startswith("."):
+        reason += f" ({error.filename})"  # a folder on the way; our hidden temporary file would only confuse
+    if error.errno == errno.EROFS:
+        advice = (f"{path.parent} is on a read-only file system: mount it read-write to add cassettes with PUT "
+                  "(with Docker: drop ':ro' from the -v option)")
+    elif error.errno in (errno.EACCES, errno.EPERM):
+        user = f"uid {os.geteuid()}" if hasattr(os, "geteuid") else "the server's user"
+        advice = (f"make {path.parent} writable for {user}, the user the server runs as "
+                  "(the Docker image runs as uid 10001: chown -R 10001 the mounted directory)")
+    elif error.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
+        advice = f"something other than a file is in the way at {path} or a folder on the way to it: move it, or PUT under another name"
+    elif error.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = f"free some space on the file system of {path.parent}"
+    else:
+        advice = f"check that {path.parent} is a writable directory"
+    return NotWritable(f"cannot write cassette file {path}: {reason}; {advice}. The cassettes served are unchanged.")

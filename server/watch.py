@@ -11,25 +11,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from watchfiles import Change, DefaultFilter, awatch
 
-from .loader import CASSETTE_SUFFIXES
+from .loader import CASSETTE_SUFFIXES, may_be_cassette
 from .service import CassetteService
 
 log = logging.getLogger("cassette_server")
 
 
 class CassetteFiles(DefaultFilter):
-    """Changes that matter: cassette files (not hidden ones, which the loader skips too) under
-    a watched directory, or one of the files given directly."""
+    """Changes that matter, by the loader's rules: a file given directly, or a cassette file
+    under a watched directory (not hidden; ``*.yaml``, ``*.yml``, and ``*.json`` only when it
+    holds an ``"interactions"`` key, or held a cassette at the last load: ``package.json`` and
+    other JSON files never reload, which would rewind every session's sequences)."""
 
-    def __init__(self, directories: Sequence[Path], files: Sequence[Path]) -> None:
+    def __init__(self, directories: Sequence[Path], files: Sequence[Path], loaded: Callable[[], Collection[Path]]) -> None:
         super().__init__()
         self.directories = tuple(directories)
         self.files = frozenset(str(file) for file in files)
+        self.loaded = loaded  # the files the last load read, resolved
 
     def __call__(self, change: Change, path: str) -> bool:
         if path in self.files:
@@ -37,10 +42,12 @@ class CassetteFiles(DefaultFilter):
         if not super().__call__(change, path) or not path.lower().endswith(CASSETTE_SUFFIXES):
             return False
         candidate = Path(path)
-        for directory in self.directories:
-            if candidate.is_relative_to(directory):
-                return not any(part.startswith(".") for part in candidate.relative_to(directory).parts)
-        return False
+        directory = next((directory for directory in self.directories if candidate.is_relative_to(directory)), None)
+        if directory is None or any(part.startswith(".") for part in candidate.relative_to(directory).parts):
+            return False
+        if candidate.suffix.lower() != ".json" or candidate in self.loaded():
+            return True
+        return change != Change.deleted and may_be_cassette(candidate)
 
 
 def watched(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
@@ -48,6 +55,26 @@ def watched(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     directories = [path.resolve() for path in paths if path.is_dir()]
     files = [path.resolve() for path in paths if path.is_file()]
     return directories, files
+
+
+def watch_lifespan(service: CassetteService) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """The lifespan of the app that receives lifespan events: with ``--watch``, the file watcher
+    runs from startup to shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        if not service.settings.watch:
+            yield
+            return
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(watch_cassettes(service, stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            await watcher
+
+    return lifespan
 
 
 async def watch_cassettes(service: CassetteService, stop: asyncio.Event) -> None:
@@ -60,11 +87,15 @@ async def watch_cassettes(service: CassetteService, stop: asyncio.Event) -> None
     # which a watch on the file itself would not survive.
     roots = sorted(set(directories) | {file.parent for file in files})
     log.info("Watching %s for cassette changes", ", ".join(map(str, roots)))
-    async for changes in awatch(*roots, watch_filter=CassetteFiles(directories, files), stop_event=stop):
+    cassettes = CassetteFiles(directories, files, loaded=lambda: service.loaded.files)
+    async for changes in awatch(*roots, watch_filter=cassettes, stop_event=stop):
         paths = {Path(path) for _, path in changes}
+        changed = ", ".join(sorted(map(str, paths)))
         if service.loaded_already(paths):
-            continue  # written by PUT /__admin/cassettes, which reloaded itself
-        log.info("Cassette files changed (%s): reloading", ", ".join(sorted(map(str, paths))))
+            log.debug("Cassette files changed (%s) as PUT /__admin/cassettes wrote them, and PUT reloaded: "
+                      "not reloading again", changed)
+            continue
+        log.info("Cassette files changed (%s): reloading", changed)
         try:
             await asyncio.to_thread(service.reload)
         except Exception:  # keep watching: the next change may fix it

@@ -6,7 +6,14 @@ is in test_admin_live.py.
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import gc
+import hashlib
 import json
+import logging
+import os
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,6 +65,29 @@ def test_a_miss_then_its_near_miss_diff_names_the_exact_json_path(write_cassette
     assert closest["file"].endswith("chat.yaml") and closest["line"] == 3
     assert len(other["differences"]) == 2  # system prompt and question
 
+
+
+def test_the_journal_keeps_a_bounded_part_of_long_prompts(write_cassette, client) -> None:
+    huge = "You are a careful assistant. " * 40_000  # ~1.2 MB
+    write_cassette("chat", interaction(chat("What is 2+2?", system=huge)))
+    app = client()
+    changed = huge[:600_000] + "CHANGED" + huge[600_007:]
+    assert ask(app, chat("What is 2+2?", system=changed)) == 404  # a warm-up: imports, first allocations
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(10):
+            assert ask(app, chat("What is 2+2?", system=changed)) == 404
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 10 * 300_000, kept  # values are cut to 20 000 characters; in full, each miss kept > 2 MB
+    [difference] = app.get("/__admin/requests/unmatched?limit=1").json()[0]["near_misses"][0]["differences"]
+    assert difference["where"] == "messages[0].content" and "CHANGED" in difference["received"] and "CHANGED" in difference["text"]
+    assert len(difference["received"]) <= 20_002 and difference["received_length"] == len(changed)
+    assert difference["received_sha256"] == hashlib.sha256(changed.encode()).hexdigest()[:12]
 
 
 def test_journal_names_the_relaxation_that_found_a_match(write_cassette, client) -> None:
@@ -228,6 +258,23 @@ def test_put_replaces_an_existing_yml_file(cassette_dir: Path, client) -> None:
     assert sorted(p.name for p in cassette_dir.iterdir()) == ["old.yml"]
 
 
+def test_put_keeps_a_json_cassette_json(cassette_dir: Path, client) -> None:
+    def as_json(response_body: str) -> str:
+        return json.dumps({"version": 2, "interactions": [{"id": 0, **interaction(response_body=response_body)}]})
+
+    stored = cassette_dir / "j.json"
+    stored.write_text(as_json("v1"))
+    app = client()
+    refused = app.put("/__admin/cassettes/j", content=go_vcr(interaction(response_body="v2")))
+    assert refused.status_code == 409 and "stored as JSON" in refused.json()["error"]["message"]
+    assert json.loads(stored.read_text()) == json.loads(as_json("v1"))  # untouched, still served
+    assert app.post("/v1/chat/completions", content=interaction()["request"]["body"]).content == b"v1"
+    replaced = app.put("/__admin/cassettes/j", content=as_json("v2"))
+    assert replaced.status_code == 200 and replaced.json()["cassette"]["file"] == str(stored)
+    assert app.post("/v1/chat/completions", content=interaction()["request"]["body"]).content == b"v2"
+    assert sorted(p.name for p in cassette_dir.iterdir()) == ["j.json"]
+
+
 def test_put_validates_before_writing(cassette_dir: Path, client) -> None:
     app = client()
     no_url = "version: 2\ninteractions:\n- id: 0\n  request: {method: POST}\n  response: {code: 200}\n"
@@ -269,6 +316,74 @@ def test_put_without_a_cassette_directory_is_a_conflict(write_cassette, cassette
     app = TestClient(create_app(Settings(paths=(file,), speed=0)))
     response = app.put("/__admin/cassettes/new", content=go_vcr(interaction()))
     assert response.status_code == 409 and "no cassette directory" in response.json()["error"]["message"]
+
+
+def test_put_onto_a_directory_is_a_json_error_naming_the_path(cassette_dir: Path, client) -> None:
+    (cassette_dir / "taken.yaml").mkdir()
+    response = client().put("/__admin/cassettes/taken", content=go_vcr(interaction()))
+    assert response.status_code == 409, response.text
+    error = response.json()["error"]
+    assert error["code"] == "not_writable" and str(cassette_dir / "taken.yaml") in error["message"]
+    assert "Is a directory" in error["message"] and "PUT under another name" in error["message"]
+    assert [p.name for p in cassette_dir.iterdir()] == ["taken.yaml"]  # no temporary file left
+
+
+@pytest.mark.parametrize(("failure", "advice"), [
+    (OSError(errno.EROFS, "Read-only file system"), "mount it read-write"),
+    (PermissionError(errno.EACCES, "Permission denied"), f"writable for uid {os.geteuid()}"),
+    (OSError(errno.ENOSPC, "No space left on device"), "free some space"),
+])
+def test_put_that_cannot_write_says_why_and_what_to_do(cassette_dir: Path, client, monkeypatch, failure, advice) -> None:
+    app = client()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise failure
+
+    monkeypatch.setattr("server.storage.os.replace", refuse)
+    response = app.put("/__admin/cassettes/new", content=go_vcr(interaction()))
+    assert response.status_code == 409, response.text
+    message = response.json()["error"]["message"]
+    assert message.startswith(f"cannot write cassette file {cassette_dir / 'new.yaml'}: {failure.strerror}")
+    assert advice in message and list(cassette_dir.iterdir()) == []
+    assert app.get("/__admin/health").json()["cassettes"] == 0
+
+
+@pytest.mark.parametrize(("method", "path", "service_method"), [
+    ("POST", "/__admin/reset", "reset"), ("POST", "/__admin/reload", "reload"),  # async and threaded routes
+])
+def test_any_admin_failure_is_a_logged_json_500(client, monkeypatch, caplog, method, path, service_method) -> None:
+    app = client()
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(app.app.service, service_method, broken)
+    with caplog.at_level(logging.ERROR, logger="cassette_server"):
+        response = app.request(method, path)
+    assert response.status_code == 500 and response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == "internal_error" and "disk on fire" in error["message"] and path in error["message"]
+    [record] = [r for r in caplog.records if r.exc_info]
+    assert path in record.getMessage() and record.exc_info[1].args == ("disk on fire",)
+
+
+def test_a_client_gone_before_its_body_is_no_internal_error(cassette_dir: Path, caplog) -> None:
+    app = create_app(Settings(paths=(cassette_dir,)))
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "PUT", "scheme": "http",
+             "path": "/__admin/cassettes/x", "raw_path": b"/__admin/cassettes/x", "root_path": "", "query_string": b"",
+             "headers": [(b"content-length", b"100")], "server": ("test", 80), "client": ("test", 1)}
+    sent: list[dict] = []
+
+    async def gone() -> dict:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    with caplog.at_level(logging.DEBUG, logger="cassette_server"):
+        asyncio.run(app(scope, gone, send))
+    assert sent == [] and [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert list(cassette_dir.iterdir()) == []
 
 
 def test_token_required_when_set(write_cassette, client) -> None:

@@ -4,18 +4,24 @@ the file watcher, raw request paths). Timing assertions are lower bounds or gene
 
 from __future__ import annotations
 
+import itertools
+import json
+import logging
+import os
 import socket
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
 from .conftest import interaction
 
 BODY = interaction()["request"]["body"]
 OLD_EVENTS = [f"data: old {n}\n\n".encode() for n in range(6)]
 NEW_EVENTS = [b"data: new\n\n"]
+EMPTY = "version: 2\ninteractions: []\n"
 
 
 def sse(events: list[bytes]) -> dict:
@@ -74,6 +80,71 @@ def test_watch_picks_up_a_new_and_a_changed_file(write_cassette, cassette_dir: P
              poke=lambda: write_cassette("first", interaction(response_body="changed")))
 
 
+class WatcherLog:
+    """What the file watcher logged (it runs in the server's thread): each batch of changes it
+    saw, and whether it reloaded for it. Tests wait for these definite events, never for a time
+    the watcher is supposed to take."""
+
+    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.DEBUG, logger="cassette_server")
+        self.caplog = caplog
+
+    def messages(self) -> list[str]:
+        return [record.getMessage() for record in list(self.caplog.records) if record.name == "cassette_server"]
+
+    def batches(self, path: Path) -> list[str]:
+        """The watcher's messages about batches of changes that name ``path``."""
+        return [m for m in self.messages() if m.startswith("Cassette files changed (") and f"{os.sep}{path.name}" in m]
+
+    def reloaded_for(self, path: Path) -> bool:
+        """Whether the watcher reloaded for a change of ``path`` and that reload has finished."""
+        messages = self.messages()
+        batch = next((n for n, m in enumerate(messages) if m in self.batches(path) and m.endswith(": reloading")), None)
+        return batch is not None and any(m.startswith("Loaded ") for m in messages[batch + 1 :])
+
+    def settle(self, directory: Path) -> None:
+        """Return once the watcher is running and has handled every change made so far. It may
+        start a moment after the server, so a file is changed until a reload shows; then a
+        marker file is changed once: batches come in order, so once the marker's reload is
+        done, nothing older is pending."""
+        ready, pokes = directory / "ready.yaml", itertools.count()
+        wait_for(lambda: self.reloaded_for(ready), seconds=30,
+                 poke=lambda: ready.write_text(f"# poke {next(pokes)}\n{EMPTY}"))
+        marker = directory / "settled.yaml"
+        marker.write_text(EMPTY)
+        wait_for(lambda: self.reloaded_for(marker), seconds=30)
+
+
+def test_watch_does_not_reload_again_after_a_put(cassette_dir: Path, serve, caplog) -> None:
+    """A second reload would rewind the sequence the client has just started."""
+    watcher = WatcherLog(caplog)
+    url, _ = serve(cassette_dir, watch=True, speed=0)
+    watcher.settle(cassette_dir)
+    sequence = "\n".join(["version: 2", "interactions:"] + [
+        f"- {{id: {n}, request: {{method: POST, url: 'https://x/v1/chat/completions', body: '{{}}'}}, response: {{code: 200, body: '{n}'}}}}"
+        for n in range(2)])
+    assert httpx.put(url + "/__admin/cassettes/seq", content=sequence).status_code == 201
+    assert httpx.post(url + "/v1/chat/completions", content="{}").content == b"0"
+    seq = cassette_dir / "seq.yaml"
+    wait_for(lambda: watcher.batches(seq), seconds=30)  # the watcher has seen the file PUT wrote: a definite event
+    assert [message.endswith("not reloading again") for message in watcher.batches(seq)] == [True]
+    assert httpx.post(url + "/v1/chat/completions", content="{}").content == b"1"
+
+
+def test_watch_reloads_for_json_cassettes_only(cassette_dir: Path, serve, caplog) -> None:
+    """package.json is no cassette: changing it must not rewind every session's sequences."""
+    watcher = WatcherLog(caplog)
+    url, _ = serve(cassette_dir, watch=True, speed=0)
+    watcher.settle(cassette_dir)
+    (cassette_dir / "package.json").write_text('{"name": "tests", "private": true}')
+    cassette = {"version": 2, "interactions": [{"id": 0, **interaction('{"q":"json"}', response_body="from json")}]}
+    (cassette_dir / "recorded.json").write_text(json.dumps(cassette))
+    wait_for(lambda: watcher.reloaded_for(cassette_dir / "recorded.json"), seconds=30)
+    assert httpx.post(url + "/v1/chat/completions", content='{"q":"json"}').content == b"from json"
+    # package.json was written first: had the watcher let it through, it would be named in this batch or an earlier one
+    assert watcher.batches(cassette_dir / "package.json") == []
+
+
 def test_raw_dot_dot_in_a_put_is_refused(cassette_dir: Path, serve, tmp_path: Path) -> None:
     """As curl --path-as-is would send it: no client-side normalisation of the path."""
     url, _ = serve(cassette_dir)
@@ -89,23 +160,3 @@ def test_raw_dot_dot_in_a_put_is_refused(cassette_dir: Path, serve, tmp_path: Pa
     assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
     assert b"cassette name '../escaped'" in reply
     assert not list(tmp_path.rglob("escaped*"))
-
-
-
-def test_watch_does_not_reload_again_after_a_put(cassette_dir: Path, serve) -> None:
-    """A second reload would rewind the sequence the client has just started."""
-    url, app = serve(cassette_dir, watch=True, speed=0)
-    reloads: list[int] = []
-    reload = app.service.reload
-    app.service.reload = lambda: reloads.append(1) or reload()  # type: ignore[method-assign]
-    wait_for(lambda: bool(reloads), poke=lambda: (cassette_dir / "ready.yaml").write_text("version: 2\ninteractions: []\n"))
-    time.sleep(0.5)  # let the watcher settle: pokes may have given more than one reload
-    reloads.clear()
-    sequence = "\n".join(["version: 2", "interactions:"] + [
-        f"- {{id: {n}, request: {{method: POST, url: 'https://x/v1/chat/completions', body: '{{}}'}}, response: {{code: 200, body: '{n}'}}}}"
-        for n in range(2)])
-    assert httpx.put(url + "/__admin/cassettes/seq", content=sequence).status_code == 201
-    assert httpx.post(url + "/v1/chat/completions", content="{}").content == b"0"
-    time.sleep(0.5)  # longer than the watcher takes to see the file and (wrongly) reload
-    assert httpx.post(url + "/v1/chat/completions", content="{}").content == b"1"
-    assert reloads == [1]  # PUT's own reload only

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from server.cli import main
+from server.settings import Settings
 
 from .conftest import BUNDLED, ROOT, interaction
 
@@ -133,6 +135,13 @@ def test_admin_token_from_the_environment(write_cassette, cassette_dir: Path) ->
     with server(str(cassette_dir), env={"CASSETTE_SERVER_ADMIN_TOKEN": "t0k"}) as (url, _):
         assert httpx.get(url + "/__admin/cassettes").status_code == 401
         assert httpx.get(url + "/__admin/cassettes", headers={"Authorization": "Bearer t0k"}).status_code == 200
+
+
+def test_the_admin_token_stays_out_of_the_settings_repr() -> None:
+    settings = Settings.resolve({"admin_token": "s3cret-flag"}, environ={"CASSETTE_SERVER_PORT": "9"})
+    assert settings.admin_token == "s3cret-flag" and "s3cret" not in repr(settings) and "port=9" in repr(settings)
+    from_env = dataclasses.replace(Settings.resolve({}, environ={"CASSETTE_SERVER_ADMIN_TOKEN": "s3cret-env"}), port=1)
+    assert from_env.admin_token == "s3cret-env" and "s3cret" not in repr(from_env)
 
 
 def test_check_finds_a_planted_secret_and_fails(write_cassette, cassette_dir: Path) -> None:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+
+import pytest
 
 from server.loader import load_paths
 from server.matching import MatchRules
 from server.models import ReceivedRequest
-from server.nearmiss import ABSENT, Difference, near_misses, render_difference
+from server.nearmiss import (
+    ABSENT,
+    KEPT_NEAR_MISS_LENGTH,
+    KEPT_VALUE_LENGTH,
+    Difference,
+    common_prefix_length,
+    near_misses,
+    render_difference,
+)
 
 from .conftest import interaction
 
@@ -67,3 +78,66 @@ def test_non_json_body_difference(write_cassette, cassette_dir) -> None:
     interactions = load_paths([cassette_dir]).cassettes[0].interactions
     [best] = near_misses(received("a=1&b=3", path="/form"), interactions, MatchRules())
     assert [(d.where, d.recorded, d.received) for d in best.differences] == [("body", "a=1&b=2", "a=1&b=3")]
+
+
+def test_kept_long_strings_stay_comparable_where_they_differ() -> None:
+    prefix, suffix = "a" * 600_000, "z" * 400_000
+    recorded, received = prefix + "Answer in French." + suffix, prefix + "Answer in German." + suffix
+    full = Difference("body", "messages[0].content", recorded, received)
+    kept = full.kept()
+    assert kept.text == render_difference(full) and "German" in kept.text
+    for value, original in ((kept.recorded, recorded), (kept.received, received)):
+        assert len(value) <= KEPT_VALUE_LENGTH + 2 and value.startswith("…a") and value.endswith("z…")
+        assert value.index("Answer in") == kept.recorded.index("Answer in")  # the same stretch of both
+    data = kept.to_json()
+    assert "French" in data["recorded"] and "German" in data["received"]
+    assert data["received_length"] == len(received) == data["recorded_length"]
+    assert data["received_sha256"] == hashlib.sha256(received.encode()).hexdigest()[:12] != data["recorded_sha256"]
+
+
+def test_kept_values_that_fit_are_untouched() -> None:
+    difference = Difference("body", "messages[1]", ABSENT, {"role": "user", "content": "hi"})
+    assert difference.kept() == Difference("body", "messages[1]", ABSENT, {"role": "user", "content": "hi"},
+                                           rendered=render_difference(difference))
+    assert "received_length" not in difference.kept().to_json()
+
+
+def test_kept_objects_and_lone_strings_keep_head_and_tail() -> None:
+    message = {"role": "user", "content": "x" * 50_000 + "END"}
+    kept = Difference("body", "messages[3]", ABSENT, message).kept()
+    assert isinstance(kept.received, str) and kept.received.startswith('{"role":"user"') and kept.received.endswith('END"}')
+    assert kept.received_cut is not None and kept.received_cut.length == len(json.dumps(message, separators=(",", ":")))
+    assert len(kept.received) <= KEPT_VALUE_LENGTH + 1 and kept.recorded is ABSENT and kept.recorded_cut is None
+
+
+def test_a_kept_near_miss_is_bounded_and_counts_what_it_left_out(write_cassette, cassette_dir) -> None:
+    many = json.dumps({"model": "m", "messages": [{"role": "user", "content": f"{n:05} " + "w" * 1000} for n in range(400)]})
+    write_cassette("c", interaction(json.dumps({"model": "m", "messages": []})))
+    interactions = load_paths([cassette_dir]).cassettes[0].interactions
+    [near] = near_misses(received(many), interactions, MatchRules())
+    kept = near.kept()
+    assert len(near.differences) == 400 and 0 < len(kept.differences) < 400
+    assert kept.omitted == 400 - len(kept.differences) and kept.to_json()["omitted_differences"] == kept.omitted
+    assert sum(d.kept_length() for d in kept.differences) <= KEPT_NEAR_MISS_LENGTH
+    assert kept.differences == tuple(d.kept() for d in near.differences[: len(kept.differences)])  # the first ones
+    assert kept.score == near.score
+
+
+def test_integers_beyond_64_bits_and_deep_values_are_shown() -> None:
+    text = render_difference(Difference("body", "seed", 10**30, 2 * 10**30))
+    assert text == "seed: recorded 1000000000000000000000000000000, received 2000000000000000000000000000000"
+    deep: object = 1
+    for _ in range(300):  # deeper than orjson writes
+        deep = [deep]
+    assert render_difference(Difference("body", "a", 1, deep)) == "a: recorded 1, received " + "[" * 99 + "…"
+    for _ in range(5000):
+        deep = [deep]
+    assert render_difference(Difference("body", "a", 1, deep)) == "a: recorded 1, received (JSON nested too deeply to show)"
+
+
+@pytest.mark.parametrize(("a", "b", "expected"), [
+    ("", "", 0), ("abc", "abc", 3), ("abc", "abd", 2), ("abc", "abcdef", 3), ("xbc", "abc", 0),
+    (b"\x00\x01\x02", b"\x00\x01\x03", 2), ("é" * 1000 + "a", "é" * 1000 + "b", 1000),
+])
+def testcommon_prefix_length(a, b, expected) -> None:
+    assert common_prefix_length(a, b) == expected == common_prefix_length(b, a)
