@@ -51,6 +51,7 @@ class InteractionSummary:
     stream: bool
     last_user_message: str | None
     status: int
+    reason: str  # the recorded reason phrase (the status line sent carries the standard one)
     content_type: str
     events: int | None  # streamed pieces (SSE events, event-stream frames); None for whole bodies
     duration: float  # recorded seconds to the response headers
@@ -63,6 +64,7 @@ class InteractionSummary:
             "request": {"provider": self.provider, "model": self.model, "stream": self.stream,
                         "last_user_message": self.last_user_message},
             "status": self.status,
+            "reason": self.reason,
             "content_type": self.content_type,
             "events": self.events,
             "duration": round(self.duration, 6),
@@ -86,6 +88,7 @@ def summarise(interaction: Interaction, width: int = MESSAGE_WIDTH) -> Interacti
         stream=stream_flag if isinstance(stream_flag, bool) else streamed,
         last_user_message=shorten(message, width) if message is not None else None,
         status=response.status,
+        reason=response.reason,
         content_type=response.content_type,
         events=len(response.chunks) if streamed else None,
         duration=response.duration,

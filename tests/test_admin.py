@@ -212,8 +212,10 @@ def test_cassettes_list_providers_models_streaming_and_usage(write_cassette, cli
 
 def test_one_cassette_in_detail(write_cassette, client) -> None:
     question = "Please summarise the following very long text for me: " + "lorem ipsum " * 20
-    write_cassette("team/chat", interaction(chat(question), duration="1.5s",
-                                            response_body="data: 1\n\ndata: 2\n\ndata: [DONE]\n\n", content_type="text/event-stream"))
+    recorded = interaction(chat(question), duration="1.5s",
+                           response_body="data: 1\n\ndata: 2\n\ndata: [DONE]\n\n", content_type="text/event-stream")
+    recorded["response"]["status"] = "200 Alright"
+    write_cassette("team/chat", recorded)
     app = client()
     ask(app, chat(question), session="s")
     detail = app.get("/__admin/cassettes/team/chat").json()
@@ -221,7 +223,8 @@ def test_one_cassette_in_detail(write_cassette, client) -> None:
     [item] = detail["interactions"]
     assert item["request"]["model"] == "gpt-4o-mini" and item["request"]["stream"] is True
     assert item["request"]["last_user_message"].startswith("Please summarise") and len(item["request"]["last_user_message"]) == 80
-    assert (item["status"], item["content_type"], item["events"], item["duration"]) == (200, "text/event-stream", 3, 1.5)
+    assert (item["status"], item["reason"], item["content_type"], item["events"], item["duration"]) == (
+        200, "Alright", "text/event-stream", 3, 1.5)
     assert item["served"] == {"s": 1} and item["times_served"] == 1 and item["line"] == 3
     assert app.get("/__admin/cassettes/team").status_code == 404
 
