@@ -11,6 +11,7 @@ Per-request controls (all optional):
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
@@ -163,7 +164,7 @@ def _longest_loaded_prefix(rest: str, index: Index) -> str | None:
 
 async def send_error(error: HTTPError, send: Send) -> None:
     """Answer with the JSON error shape; ``x-should-retry: false`` stops SDK retries."""
-    body = orjson.dumps(error.to_json())
+    body = error_body(error)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -171,6 +172,14 @@ async def send_error(error: HTTPError, send: Send) -> None:
     ]
     await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def error_body(error: HTTPError) -> bytes:
+    """The JSON error body; never raises (text orjson refuses is written with escapes)."""
+    try:
+        return orjson.dumps(error.to_json())
+    except TypeError:
+        return json.dumps(error.to_json(), default=str).encode()
 
 
 class _ClientGone(Exception):

@@ -10,6 +10,7 @@ Every flag also has an environment variable (``CASSETTE_SERVER_PORT``, …; see 
 from __future__ import annotations
 
 import argparse
+import io
 import copy
 import logging.config
 import sys
@@ -91,6 +92,9 @@ def _add_setting(parser: argparse.ArgumentParser, item: Field[Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # recorded text may hold what the terminal cannot show
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

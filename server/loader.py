@@ -122,6 +122,11 @@ def discover(paths: Iterable[Path], failures: list[LoadFailure]) -> list[tuple[s
             failures.append(LoadFailure(None, str(root), (CassetteLoadError(reason, file=str(root)),)))
             continue
         for name, file, in_directory in candidates:
+            if not _printable_name(str(file)):
+                shown = os.fsencode(file).decode("utf-8", "replace")
+                reason = "the file name is not valid UTF-8, so it cannot name a cassette; rename the file"
+                failures.append(LoadFailure(None, shown, (CassetteLoadError(reason, file=shown),)))
+                continue
             resolved = file.resolve()
             if resolved not in seen:
                 seen.add(resolved)
@@ -137,6 +142,16 @@ def _walk(root: Path) -> list[Path]:
             if not filename.startswith(".") and filename.lower().endswith(CASSETTE_SUFFIXES):
                 files.append(Path(directory) / filename)
     return sorted(files)
+
+
+def _printable_name(path: str) -> bool:
+    """False for a path with bytes that are not UTF-8 (Python keeps them as lone surrogates,
+    which no JSON reply, log line or terminal can carry)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _name_in(root: Path, file: Path) -> str:

@@ -67,7 +67,7 @@ class MatchRules:
             return body
         try:
             return canonical_json(value)
-        except RecursionError:  # nested deeper than Python's json can write: compare the bytes
+        except (RecursionError, ValueError):  # too deep, or not writable as JSON: compare the bytes
             return body
 
     def json_value(self, body: bytes) -> Any:
@@ -101,6 +101,20 @@ def normalise_query(query: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(parse_qsl(query, keep_blank_values=True)))
 
 
+class NonFinite(float):
+    """NaN, Infinity or a number too big for a double, as Python's json reads them: a float
+    subclass, so that canonical_json spells it out (``NaN``) instead of orjson's ``null``."""
+
+
+def _non_finite_constant(name: str) -> NonFinite:
+    return NonFinite(name.replace("Infinity", "inf"))
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    return value if math.isfinite(value) else NonFinite(value)
+
+
 def parse_json(body: bytes) -> Any:
     """The parsed body, or ``_NOT_JSON`` when it is empty or not JSON."""
     if not body:
@@ -109,10 +123,27 @@ def parse_json(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         pass
-    try:  # integers beyond 64 bits, NaN: valid for Python's json, not for orjson
-        return json.loads(body)
+    try:  # what orjson refuses but Python's json reads: NaN, 1e400, lone surrogates, huge ints
+        value = json.loads(body, parse_constant=_non_finite_constant, parse_float=_float)
+        return _escape_lone_surrogates(value) if _SURROGATE_ESCAPE.search(body) else value
     except (ValueError, RecursionError):
         return _NOT_JSON
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_lone_surrogates(value: Any) -> Any:
+    """Strings with a lone surrogate (``"\\ud83d"``: half an emoji, cut by a client) keep it as
+    its escape text, so every string the server compares, shows or writes is valid Unicode."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", value)
+    if isinstance(value, dict):
+        return {_escape_lone_surrogates(key): _escape_lone_surrogates(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_escape_lone_surrogates(item) for item in value]
+    return value
 
 
 def normalise_json(value: Any) -> Any:
@@ -132,8 +163,9 @@ def canonical_json(value: Any) -> bytes:
     """One spelling per JSON value: sorted keys, no whitespace, UTF-8."""
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # integers beyond 64 bits
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    except TypeError:  # integers beyond 64 bits, NonFinite, lone surrogates: Python's json writes them
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return text.encode("utf-8", "surrogatepass")
 
 
 def _text(value: str) -> str:

@@ -287,7 +287,7 @@ def _as_text(value: Any) -> str | bytes:
 def _json_text(value: Any) -> str:
     try:
         return orjson.dumps(value).decode()
-    except TypeError:  # integers beyond 64 bits or nesting beyond 254 levels, which orjson refuses
+    except TypeError:  # big integers, nesting beyond 254 levels, lone surrogates: orjson refuses them
         pass
     try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
@@ -330,4 +330,4 @@ def _excerpts(a: str, b: str, width: int) -> tuple[str, str]:
 
 
 def _quote(text: str) -> str:
-    return orjson.dumps(text).decode()
+    return _json_text(text)

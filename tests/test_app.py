@@ -177,3 +177,16 @@ def test_admin_openapi_docs() -> None:
 def test_unknown_paths_are_misses_not_crashes(path: str) -> None:
     [response] = call(FAST, ("GET", path, {}))
     assert response.status_code == 404 and response.json()["error"]["code"] == "cassette_miss"
+
+
+def test_lone_surrogates_in_requests_match_or_miss_cleanly(write_cassette, cassette_dir: Path) -> None:
+    cut = '{"messages":[{"role":"user","content":"cut \\ud83d"}]}'  # JSON escape of half an emoji
+    write_cassette("cut", interaction(cut, response_body="served"))
+    hit, miss, journal = call(Settings(paths=(cassette_dir,), speed=0),
+                              ("POST", "/v1/chat/completions", {"content": cut}),
+                              ("POST", "/v1/chat/completions", {"content": cut.replace("cut", "cat")}),
+                              ("GET", "/__admin/requests/unmatched", {}))
+    assert hit.content == b"served"
+    assert journal.status_code == 200 and journal.json()[0]["near_misses"][0]["interaction"] == "cut#0"
+    assert miss.status_code == 404
+    assert 'messages[0].content: recorded "cut \\\\ud83d", received "cat \\\\ud83d"' in miss.json()["error"]["message"]

@@ -180,3 +180,35 @@ def test_go_vcr_uncompressed_drops_content_encoding(write_cassette) -> None:
     first, second = cassette.interactions
     assert all(name != b"content-encoding" for name, _ in first.response.headers)
     assert (b"content-encoding", b"gzip") in second.response.headers  # the magic bytes are trusted
+
+
+def test_file_names_that_are_not_utf8_are_refused_and_the_rest_load(cassette_dir: Path) -> None:
+    import os
+
+    (cassette_dir / "good.yaml").write_text(go_vcr(interaction()))
+    with open(os.path.join(os.fsencode(cassette_dir), b"bad\xffname.yaml"), "w") as handle:
+        handle.write(go_vcr(interaction()))
+    result = load_paths([cassette_dir])
+    assert [c.name for c in result.cassettes] == ["good"]
+    [failure] = result.failures
+    assert "not valid UTF-8" in failure.errors[0].reason and failure.file.endswith("bad\ufffdname.yaml")
+    failure.file.encode("utf-8")  # printable, JSON-safe
+
+
+def test_lone_surrogates_in_recorded_json_load(cassette_dir: Path) -> None:
+    import json
+
+    from server.index import Exhausted, Index
+    from server.matching import MatchRules
+
+    cassette = {"version": 1, "interactions": [{
+        "request": {"method": "POST", "uri": "https://x/v1/chat", "headers": {},
+                    "body": '{"content":"cut \\ud83d"}'},  # JSON text with the escape: a string cut mid-emoji
+        "response": {"status": {"code": 200, "message": "OK"}, "headers": {}, "body": {"string": "part \ud83d"}},
+    }]}
+    (cassette_dir / "cut.json").write_text(json.dumps(cassette))
+    result = load_paths([cassette_dir])
+    assert result.errors == []
+    [item] = result.cassettes[0].interactions
+    assert item.response.body == "part \ud83d".encode("utf-8", "surrogatepass")
+    Index(result.cassettes, MatchRules(), Exhausted.ERROR)  # match keys are computable

@@ -88,3 +88,15 @@ def test_huge_integers_and_nan_do_not_crash() -> None:
 def test_bad_ignore_path_is_rejected_up_front() -> None:
     with pytest.raises(ValueError, match="bad field path"):
         MatchRules.build(ignore_fields=("a..b",))
+
+
+def test_non_finite_numbers_are_neither_null_nor_each_other() -> None:
+    keys = [body_key(text) for text in ('{"a":null}', '{"a":NaN}', '{"a":Infinity}', '{"a":-Infinity}')]
+    assert len(set(keys)) == 4
+    assert body_key('{"a":1e400}') == body_key('{"a": Infinity}')
+
+
+def test_lone_surrogates_compare_without_crashing() -> None:
+    cut = '{"content":"cut \\ud83d"}'  # a string cut in the middle of an emoji by a JS client
+    assert body_key(cut) == body_key('{ "content" : "cut \\ud83d" }')
+    assert body_key(cut) != body_key('{"content":"cut "}')

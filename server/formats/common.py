@@ -75,7 +75,10 @@ def body_bytes(value: Any, what: str) -> bytes:
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape")
+        try:  # surrogateescape gives back the bytes a Python recorder could not decode
+            return value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate from a JSON escape (a string cut mid-emoji)
+            return value.encode("utf-8", "surrogatepass")
     raise CassetteLoadError(f"{what} must be a string or !!binary, not {type(value).__name__}")
 
 
