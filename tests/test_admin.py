@@ -296,6 +296,8 @@ def test_put_validates_before_writing(cassette_dir: Path, client) -> None:
     (".hidden/escaped", "starting with '.'"),
     ("escaped.yaml", "extension"),
     ("a//escaped", "empty"),
+    ("escaped" + "b" * 250, "longer than 200 bytes"),  # was a 500: the file system refused the name
+    ("a/escaped" + "b" * 250, "longer than 200 bytes"),  # was a 409 not_writable
 ])
 def test_put_refuses_names_that_leave_the_directory(cassette_dir: Path, client, name: str, problem: str) -> None:
     response = client().put(f"/__admin/cassettes/{name}", content=go_vcr(interaction()))
