@@ -17,6 +17,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
@@ -32,6 +33,24 @@ log = logging.getLogger("cassette_server")
 
 HEALTH_PATH = "/__admin/health"
 _DOCS_HINT = "the admin endpoints are listed at /__admin/docs"
+
+
+class _CassetteName(Convertor[str]):
+    """A cassette name in a route: the rest of the URL path, whatever it holds. Starlette's
+    ``path`` (``.*``) stops at a newline, and its ``$`` matches before a final one, so
+    ``weather%0A`` was routed as ``weather`` and ``a%0Ab`` not at all; here the name is taken
+    whole, and PUT refuses control characters (storage.name_problem)."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("cassette_name", _CassetteName())  # Starlette's only way to add a convertor
 
 
 def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
@@ -87,7 +106,7 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
             failure_summary(f) for f in loaded.result.failures
         ]
 
-    @admin.get("/__admin/cassettes/{name:path}")
+    @admin.get("/__admin/cassettes/{name:cassette_name}")
     async def cassette(name: str) -> dict[str, Any]:
         """One cassette's interactions: request summary, response, recorded timing, times served."""
         loaded = service.loaded
@@ -98,7 +117,7 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
         summary["interactions"] = [interaction_details(i, served.get(i, {})) for i in found.interactions]
         return summary
 
-    @admin.put("/__admin/cassettes/{name:path}")
+    @admin.put("/__admin/cassettes/{name:cassette_name}")
     async def put_cassette(name: str, request: Request) -> JSONResponse:
         """Add or replace cassette NAME with the YAML in the body: validated first, written under
         the first cassette directory, then every cassette is reloaded. 201 when new, else 200."""

@@ -227,6 +227,8 @@ def test_one_cassette_in_detail(write_cassette, client) -> None:
         200, "Alright", "text/event-stream", 3, 1.5)
     assert item["served"] == {"s": 1} and item["times_served"] == 1 and item["line"] == 3
     assert app.get("/__admin/cassettes/team").status_code == 404
+    for name in ("team/chat%0A", "team/chat%0D", "team%0Achat"):  # never another cassette
+        assert app.get(f"/__admin/cassettes/{name}").json()["error"]["code"] == "unknown_cassette"
 
 
 def test_reload_keeps_serving_what_loads_and_reports_the_rest(write_cassette, client) -> None:
@@ -298,6 +300,9 @@ def test_put_validates_before_writing(cassette_dir: Path, client) -> None:
     ("a//escaped", "empty"),
     ("escaped" + "b" * 250, "longer than 200 bytes"),  # was a 500: the file system refused the name
     ("a/escaped" + "b" * 250, "longer than 200 bytes"),  # was a 409 not_writable
+    ("escaped%0A", "control characters"),  # was routed as 'escaped', and written
+    ("a%0Aescaped", "control characters"),  # was routed nowhere
+    ("escaped%0D", "control characters"),
 ])
 def test_put_refuses_names_that_leave_the_directory(cassette_dir: Path, client, name: str, problem: str) -> None:
     response = client().put(f"/__admin/cassettes/{name}", content=go_vcr(interaction()))
