@@ -23,7 +23,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
 from .catalog import providers_and_models, served_by_session, summarise, unused
-from .errors import BadRequest, CassetteLoadError, HTTPError, NotFound, Unauthorized, UnknownCassette
+from .errors import BadRequest, CassetteLoadError, HTTPError, NotFound, TooLarge, Unauthorized, UnknownCassette
 from .index import Index
 from .loader import LoadFailure, LoadResult
 from .models import BodyKind, Cassette, Interaction
@@ -121,7 +121,7 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
     async def put_cassette(name: str, request: Request) -> JSONResponse:
         """Add or replace cassette NAME with the YAML in the body: validated first, written under
         the first cassette directory, then every cassette is reloaded. 201 when new, else 200."""
-        text = await request.body()
+        text = await read_limited(request, service.settings.max_cassette_size)
         added, created, result = await run_in_threadpool(service.put_cassette, name, text)
         served = served_by_session(service.index)
         body = {"cassette": cassette_summary(added, served), "created": created, **_load_report(result)}
@@ -229,6 +229,25 @@ class InternalErrors:
             internal = HTTPError(f"cassette-server internal error in {where}: {error!r}; the server log has the "
                                  "traceback; please report it")
             await json_error(internal)(scope, receive, send)
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refused (TooLarge) as soon as it is known to exceed ``limit`` bytes:
+    from its Content-Length before anything is read, else while it arrives, so a huge body is
+    never held whole."""
+    def too_large(size: str) -> TooLarge:
+        return TooLarge(f"{request.method} {request.url.path}: the body is {size} bytes, more than the {limit} this "
+                        "server accepts (--max-cassette-size, CASSETTE_SERVER_MAX_CASSETTE_SIZE); nothing was written")
+
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large(declared)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large("at least " + str(len(body)))
+    return bytes(body)
 
 
 def json_error(error: HTTPError, status_code: int | None = None, headers: Mapping[str, str] | None = None) -> JSONResponse:

@@ -377,23 +377,56 @@ def test_any_admin_failure_is_a_logged_json_500(client, monkeypatch, caplog, met
     assert path in record.getMessage() and record.exc_info[1].args == ("disk on fire",)
 
 
-def test_a_client_gone_before_its_body_is_no_internal_error(cassette_dir: Path, caplog) -> None:
-    app = create_app(Settings(paths=(cassette_dir,)))
+def put_raw(app: object, name: str, headers: list[tuple[bytes, bytes]], messages: list[dict]) -> tuple[list[dict], int]:
+    """PUT /__admin/cassettes/NAME straight through ASGI, the body as the given ``receive``
+    messages (what in-process clients cannot do: they buffer the body first). Returns what was
+    sent back and how many messages the server took."""
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "PUT", "scheme": "http",
-             "path": "/__admin/cassettes/x", "raw_path": b"/__admin/cassettes/x", "root_path": "", "query_string": b"",
-             "headers": [(b"content-length", b"100")], "server": ("test", 80), "client": ("test", 1)}
+             "path": f"/__admin/cassettes/{name}", "raw_path": f"/__admin/cassettes/{name}".encode(), "root_path": "",
+             "query_string": b"", "headers": headers, "server": ("test", 80), "client": ("test", 1)}
     sent: list[dict] = []
+    taken = 0
 
-    async def gone() -> dict:
-        return {"type": "http.disconnect"}
+    async def receive() -> dict:
+        nonlocal taken
+        taken += 1
+        return messages[taken - 1]
 
     async def send(message: dict) -> None:
         sent.append(message)
 
+    asyncio.run(app(scope, receive, send))  # type: ignore[operator]
+    return sent, taken
+
+
+def test_a_client_gone_before_its_body_is_no_internal_error(cassette_dir: Path, caplog) -> None:
+    app = create_app(Settings(paths=(cassette_dir,)))
     with caplog.at_level(logging.DEBUG, logger="cassette_server"):
-        asyncio.run(app(scope, gone, send))
+        sent, _ = put_raw(app, "x", [(b"content-length", b"100")], [{"type": "http.disconnect"}])
     assert sent == [] and [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert list(cassette_dir.iterdir()) == []
+
+
+def test_put_bodies_over_the_size_limit_are_a_413(cassette_dir: Path, client) -> None:
+    app = client(max_cassette_size=1000)
+    big = go_vcr(interaction(response_body="x" * 1000))
+    response = app.put("/__admin/cassettes/big", content=big)
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["type"]) == ("too_large", "request_too_large")
+    assert f"the body is {len(big)} bytes, more than the 1000" in error["message"] and "--max-cassette-size" in error["message"]
+    assert list(cassette_dir.iterdir()) == []
+    assert app.put("/__admin/cassettes/small", content=go_vcr(interaction())).status_code == 201
+
+
+def test_put_refuses_a_body_too_large_before_reading_it(cassette_dir: Path) -> None:
+    app = create_app(Settings(paths=(cassette_dir,), max_cassette_size=1000))
+    chunk = {"type": "http.request", "body": b"x" * 400, "more_body": True}
+    declared, taken = put_raw(app, "big", [(b"content-length", b"60000000")], [chunk] * 10)
+    assert declared[0]["status"] == 413 and taken == 0  # Content-Length said so: nothing read
+    streamed, taken = put_raw(app, "big", [(b"transfer-encoding", b"chunked")], [chunk] * 10)
+    assert streamed[0]["status"] == 413 and taken == 3  # stopped at the chunk that crossed the limit
+    assert b"at least 1200 bytes" in streamed[1]["body"] and list(cassette_dir.iterdir()) == []
 
 
 def test_token_required_when_set(write_cassette, client) -> None:

@@ -121,7 +121,7 @@ def test_bad_values_are_usage_errors() -> None:
 def test_help_shows_every_environment_variable() -> None:
     result = run("serve", "--help")
     for name in ("PATHS", "HOST", "PORT", "SPEED", "EVENT_INTERVAL", "EXHAUSTED", "IGNORE_FIELDS", "MATCH_HEADERS",
-                 "EXACT_BODY", "STRICT", "JOURNAL_SIZE", "WATCH", "ADMIN_TOKEN", "LOG_LEVEL"):
+                 "EXACT_BODY", "STRICT", "JOURNAL_SIZE", "WATCH", "ADMIN_TOKEN", "MAX_CASSETTE_SIZE", "LOG_LEVEL"):
         assert f"CASSETTE_SERVER_{name}" in result.stdout
 
 
@@ -135,6 +135,19 @@ def test_admin_token_from_the_environment(write_cassette, cassette_dir: Path) ->
     with server(str(cassette_dir), env={"CASSETTE_SERVER_ADMIN_TOKEN": "t0k"}) as (url, _):
         assert httpx.get(url + "/__admin/cassettes").status_code == 401
         assert httpx.get(url + "/__admin/cassettes", headers={"Authorization": "Bearer t0k"}).status_code == 200
+
+
+@pytest.mark.parametrize(("text", "size"), [("1048576", 1048576), ("512K", 512 * 1024), ("64MiB", 64 * 1024**2),
+                                            ("1 g", 1024**3), ("2mb", 2 * 1024**2)])
+def test_max_cassette_size_takes_units(text: str, size: int) -> None:
+    assert Settings.resolve({}, environ={"CASSETTE_SERVER_MAX_CASSETTE_SIZE": text}).max_cassette_size == size
+
+
+def test_max_cassette_size_defaults_to_64_mib_and_refuses_nonsense() -> None:
+    assert Settings.resolve({}, environ={}).max_cassette_size == 64 * 1024**2
+    for text in ("0", "-1", "1.5M", "64 apples", ""):
+        with pytest.raises(ValueError, match="CASSETTE_SERVER_MAX_CASSETTE_SIZE=.*expected a size in bytes"):
+            Settings.resolve({}, environ={"CASSETTE_SERVER_MAX_CASSETTE_SIZE": text})
 
 
 def test_the_admin_token_stays_out_of_the_settings_repr() -> None:
