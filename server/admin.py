@@ -32,7 +32,9 @@ from .service import CassetteService
 log = logging.getLogger("cassette_server")
 
 HEALTH_PATH = "/__admin/health"
-_DOCS_HINT = "the admin endpoints are listed at /__admin/docs"
+DOCS_PATH = "/__admin/docs"
+OPENAPI_PATH = "/__admin/openapi.json"
+_DOCS_HINT = f"the admin endpoints are listed at {DOCS_PATH}"
 
 
 class _CassetteName(Convertor[str]):
@@ -57,13 +59,18 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
     """The admin app; ``lifespan`` runs what lives as long as the server (the file watcher)."""
     admin = FastAPI(
         title="cassette-server admin",
-        docs_url="/__admin/docs",
+        docs_url=DOCS_PATH,
         redoc_url=None,
-        openapi_url="/__admin/openapi.json",
+        openapi_url=OPENAPI_PATH,
+        swagger_ui_oauth2_redirect_url=None,
         lifespan=lifespan,
     )
-    if service.settings.admin_token:
-        admin.add_middleware(BearerToken, token=service.settings.admin_token)
+    token = service.settings.admin_token
+    if token is not None:
+        if not token.strip():  # "Bearer " would match an empty token: that is no protection
+            raise ValueError("the admin token is empty; set a token, or run without one")
+        admin.add_middleware(BearerToken, token=token.strip())
+        declare_bearer_token(admin)
     admin.add_middleware(InternalErrors)
 
     @admin.exception_handler(HTTPError)
@@ -174,14 +181,19 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
 
 
 class BearerToken:
-    """``--admin-token``: every admin call but health needs ``Authorization: Bearer TOKEN``."""
+    """``--admin-token``: every admin call needs ``Authorization: Bearer TOKEN``, except health
+    and the docs. The docs page and the OpenAPI document describe the API and hold no data; a
+    browser cannot send the token to load them, and once loaded, Swagger UI's "Authorize"
+    button sends it with every call tried (``declare_bearer_token``)."""
+
+    OPEN_PATHS = frozenset({HEALTH_PATH, DOCS_PATH, OPENAPI_PATH})
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
         self.token = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == HEALTH_PATH:
+        if scope["type"] != "http" or scope["path"] in self.OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"authorization")
@@ -192,10 +204,29 @@ class BearerToken:
         problem = "has no 'Authorization: Bearer …' header" if given is None else "has a wrong token"
         error = Unauthorized(
             f"This admin call {problem}: the server was started with --admin-token "
-            f"(CASSETTE_SERVER_ADMIN_TOKEN), so every /__admin endpoint except {HEALTH_PATH} "
+            f"(CASSETTE_SERVER_ADMIN_TOKEN), so every /__admin endpoint except {HEALTH_PATH} and the docs "
             f"needs 'Authorization: Bearer <token>'."
         )
         await json_error(error, headers={"www-authenticate": "Bearer"})(scope, receive, send)
+
+
+def declare_bearer_token(admin: FastAPI) -> None:
+    """Say in the OpenAPI document that calls need the bearer token (health does not), so that
+    Swagger UI at /__admin/docs offers to send it and generated clients know."""
+    build = admin.openapi
+
+    def openapi() -> dict[str, Any]:
+        if admin.openapi_schema is None:
+            schema = build()  # cached by FastAPI in admin.openapi_schema
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "adminToken": {"type": "http", "scheme": "bearer",
+                               "description": "the --admin-token (CASSETTE_SERVER_ADMIN_TOKEN) the server was started with"},
+            }
+            schema["security"] = [{"adminToken": []}]
+            schema["paths"][HEALTH_PATH]["get"]["security"] = []
+        return admin.openapi_schema
+
+    admin.openapi = openapi  # type: ignore[method-assign]
 
 
 class InternalErrors:

@@ -72,6 +72,14 @@ def _size(text: str) -> int:
     return value
 
 
+def _token(text: str) -> str:
+    token = text.strip()  # a variable read from a file often ends in a newline
+    if not token:
+        raise ValueError("the admin token is empty, which would leave the admin API open to anyone; set a token, "
+                         "or leave the option out to run without one")
+    return token
+
+
 def _exhausted(text: str) -> Exhausted:
     try:
         return Exhausted(text.strip().lower())
@@ -150,7 +158,7 @@ class Settings:
     )
     admin_token: str | None = _option(
         Option("--admin-token", "require 'Authorization: Bearer TOKEN' on every admin call except "
-               "/__admin/health (prefer the variable: flags show up in process lists)", metavar="TOKEN"),
+               "/__admin/health and the docs (prefer the variable: flags show up in process lists)", _token, "TOKEN"),
         None,
         secret=True,
     )

@@ -434,7 +434,7 @@ def test_token_required_when_set(write_cassette, client) -> None:
     app = client(admin_token="s3cret")
     assert app.get("/__admin/health").status_code == 200
     for method, path in [("GET", "/__admin/cassettes"), ("GET", "/__admin/requests"), ("POST", "/__admin/reset"),
-                         ("POST", "/__admin/reload"), ("PUT", "/__admin/cassettes/x"), ("GET", "/__admin/docs")]:
+                         ("POST", "/__admin/reload"), ("PUT", "/__admin/cassettes/x"), ("GET", "/__admin/unused")]:
         missing = app.request(method, path)
         assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
         error = missing.json()["error"]
@@ -443,5 +443,32 @@ def test_token_required_when_set(write_cassette, client) -> None:
     assert wrong.status_code == 401 and "wrong token" in wrong.json()["error"]["message"]
     assert app.get("/__admin/cassettes", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert app.get("/__admin/cassettes", headers={"Authorization": "bearer s3cret"}).status_code == 200
+    assert app.get("/__admin/cassettes", headers={"Authorization": "Bearer "}).status_code == 401
     # the replay endpoint is not an admin call
     assert ask(app, interaction()["request"]["body"]) == 200
+
+
+def test_docs_load_without_the_token_and_offer_to_send_it(client) -> None:
+    app = client(admin_token="s3cret")
+    # a browser cannot send the token to load the page and the document it describes
+    docs = app.get("/__admin/docs")
+    assert docs.status_code == 200 and "/__admin/openapi.json" in docs.text
+    schema = app.get("/__admin/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["adminToken"] == {**schema["components"]["securitySchemes"]["adminToken"],
+                                                                    "type": "http", "scheme": "bearer"}
+    assert schema["security"] == [{"adminToken": []}] and schema["paths"]["/__admin/health"]["get"]["security"] == []
+    assert "s3cret" not in json.dumps(schema)
+    assert app.get("/__admin/openapi.json").json() == schema  # built once
+    plain = client().get("/__admin/openapi.json").json()  # without a token there is nothing to send
+    assert "security" not in plain and "securitySchemes" not in plain.get("components", {})
+
+
+@pytest.mark.parametrize("token", ["", "  "])
+def test_an_empty_token_is_refused_not_ignored(cassette_dir: Path, token: str) -> None:
+    with pytest.raises(ValueError, match="admin token is empty"):
+        create_app(Settings(paths=(cassette_dir,), admin_token=token))
+
+
+def test_the_token_is_compared_without_surrounding_whitespace(client) -> None:
+    app = client(admin_token=" s3cret\n")
+    assert app.get("/__admin/cassettes", headers={"Authorization": "Bearer s3cret"}).status_code == 200

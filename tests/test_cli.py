@@ -116,6 +116,10 @@ def test_bad_values_are_usage_errors() -> None:
     assert env.returncode == 2 and "CASSETTE_SERVER_EXHAUSTED='sometimes'" in env.stderr
     path = run("serve", "--ignore-field", "a..b")
     assert path.returncode == 2 and "bad field path" in path.stderr
+    empty_flag = run("serve", "--admin-token", " ")
+    assert empty_flag.returncode == 2 and "argument --admin-token: the admin token is empty" in empty_flag.stderr
+    empty_env = run("serve", env={"CASSETTE_SERVER_ADMIN_TOKEN": ""})
+    assert empty_env.returncode == 2 and "CASSETTE_SERVER_ADMIN_TOKEN='': the admin token is empty" in empty_env.stderr
 
 
 def test_help_shows_every_environment_variable() -> None:
@@ -155,6 +159,13 @@ def test_the_admin_token_stays_out_of_the_settings_repr() -> None:
     assert settings.admin_token == "s3cret-flag" and "s3cret" not in repr(settings) and "port=9" in repr(settings)
     from_env = dataclasses.replace(Settings.resolve({}, environ={"CASSETTE_SERVER_ADMIN_TOKEN": "s3cret-env"}), port=1)
     assert from_env.admin_token == "s3cret-env" and "s3cret" not in repr(from_env)
+
+
+def test_the_admin_token_is_read_without_surrounding_whitespace() -> None:
+    assert Settings.resolve({}, environ={"CASSETTE_SERVER_ADMIN_TOKEN": " t0k\n"}).admin_token == "t0k"
+    for blank in ("", " \n"):
+        with pytest.raises(ValueError, match="admin token is empty"):
+            Settings.resolve({}, environ={"CASSETTE_SERVER_ADMIN_TOKEN": blank})
 
 
 def test_check_finds_a_planted_secret_and_fails(write_cassette, cassette_dir: Path) -> None:
