@@ -8,14 +8,16 @@ only swap the finished index in.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -25,6 +27,7 @@ from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 from .catalog import providers_and_models, served_by_session, summarise, unused
 from .errors import BadRequest, CassetteLoadError, HTTPError, NotFound, TooLarge, Unauthorized, UnknownCassette
 from .index import Index
+from .journal import JournalEntry
 from .loader import LoadFailure, LoadResult
 from .models import BodyKind, Cassette, Interaction
 from .service import CassetteService
@@ -35,6 +38,7 @@ HEALTH_PATH = "/__admin/health"
 DOCS_PATH = "/__admin/docs"
 OPENAPI_PATH = "/__admin/openapi.json"
 _DOCS_HINT = f"the admin endpoints are listed at {DOCS_PATH}"
+JOURNAL_PAGE = 100  # journal entries answered unless ?limit= asks for more
 
 
 class _CassetteName(Convertor[str]):
@@ -134,24 +138,25 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
         body = {"cassette": cassette_summary(added, served), "created": created, **_load_report(result)}
         return JSONResponse(body, status_code=201 if created else 200)
 
-    @admin.get("/__admin/requests")
+    @admin.get("/__admin/requests", response_model=list[dict[str, Any]])
     async def requests(
         session: str | None = Query(None, description="only this X-Cassette-Session"),
         matched: bool | None = Query(None, description="true: only served requests; false: only the others"),
-        limit: int | None = Query(None, ge=1, description="at most this many, newest first"),
-    ) -> list[dict[str, Any]]:
+        limit: int = Query(JOURNAL_PAGE, ge=1, description="at most this many, newest first (up to --journal-size)"),
+    ) -> Response:
         """The request journal, newest first: what each request got and how long the reply took."""
-        return [entry.to_json() for entry in service.journal.entries(session=session, matched=matched, limit=limit)]
+        entries = service.journal.entries(session=session, matched=matched, limit=limit)
+        return await journal_reply(entries, near_misses=False)
 
-    @admin.get("/__admin/requests/unmatched")
+    @admin.get("/__admin/requests/unmatched", response_model=list[dict[str, Any]])
     async def unmatched(
         session: str | None = Query(None, description="only this X-Cassette-Session"),
-        limit: int | None = Query(None, ge=1, description="at most this many, newest first"),
-    ) -> list[dict[str, Any]]:
+        limit: int = Query(JOURNAL_PAGE, ge=1, description="at most this many, newest first (up to --journal-size)"),
+    ) -> Response:
         """Requests that were not served, newest first; misses with the closest recordings, each
         with every difference in full."""
         entries = service.journal.entries(session=session, matched=False, limit=limit)
-        return [entry.to_json(near_misses=True) for entry in entries]
+        return await journal_reply(entries, near_misses=True)
 
     @admin.get("/__admin/unused")
     async def unused_interactions(
@@ -279,6 +284,43 @@ async def read_limited(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise too_large("at least " + str(len(body)))
     return bytes(body)
+
+
+async def journal_reply(entries: list[JournalEntry], *, near_misses: bool) -> Response:
+    """Journal entries as a JSON array, made in a thread: with near misses of long prompts it
+    can be tens of megabytes, which on the event loop would hold up the streams being replayed.
+    ``entries`` is a list taken on the loop, where replay adds to the journal; an entry never
+    changes once added. Each entry is encoded on its own, so the thread lets go of the GIL (and
+    the loop runs) between them."""
+
+    def encode() -> bytes:
+        return b"[" + b",".join(json_bytes(entry.to_json(near_misses=near_misses)) for entry in entries) + b"]"
+
+    return Response(await run_in_threadpool(encode), media_type="application/json")
+
+
+def json_bytes(value: Any) -> bytes:
+    """``value`` as JSON. A near miss shows values from request bodies as they came, which may
+    hold integers beyond 64 bits or nesting beyond what orjson (254 levels) or json (the
+    recursion limit) writes: those are written by json, nested parts cut off with a note."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(_cut_depth(value, _JSON_DEPTH), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+_JSON_DEPTH = 200
+_TOO_DEEP = "(JSON nested too deeply to show)"
+
+
+def _cut_depth(value: Any, depth: int) -> Any:
+    if isinstance(value, (dict, list)) and depth <= 0:
+        return _TOO_DEEP
+    if isinstance(value, dict):
+        return {key: _cut_depth(item, depth - 1) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_cut_depth(item, depth - 1) for item in value]
+    return value
 
 
 def json_error(error: HTTPError, status_code: int | None = None, headers: Mapping[str, str] | None = None) -> JSONResponse:

@@ -21,6 +21,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from server import Settings, create_app
+from server.journal import Journal, JournalEntry
 
 from .conftest import go_vcr, interaction
 
@@ -143,6 +144,56 @@ def test_journal_is_bounded_and_can_be_turned_off(write_cassette, client) -> Non
     off = client(journal_size=0)
     ask(off, chat("hi"))
     assert off.get("/__admin/requests").json() == []
+
+
+def test_journal_replies_are_paged_by_default(write_cassette, client) -> None:
+    write_cassette("chat", interaction(chat("hi")))
+    app = client()
+    for n in range(150):
+        ask(app, chat(f"question {n}"))
+    for path in ("/__admin/requests", "/__admin/requests/unmatched"):
+        assert len(app.get(path).json()) == 100
+        everything = app.get(path + "?limit=1000").json()
+        assert len(everything) == 150 and everything[-1]["near_misses" if "unmatched" in path else "path"]
+
+
+def test_journal_replies_are_encoded_off_the_event_loop(write_cassette, client, monkeypatch) -> None:
+    write_cassette("chat", interaction(chat("hi")))
+    app = client()
+    for question in ("one", "two"):
+        ask(app, chat(question))
+    on_loop: dict[str, list[bool]] = {"entries": [], "to_json": []}
+
+    def running_loop() -> bool:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return True
+
+    def spy(name: str, original: Callable) -> Callable:
+        def called(*args, **kwargs):
+            on_loop[name].append(running_loop())
+            return original(*args, **kwargs)
+        return called
+
+    monkeypatch.setattr(Journal, "entries", spy("entries", Journal.entries))
+    monkeypatch.setattr(JournalEntry, "to_json", spy("to_json", JournalEntry.to_json))
+    assert len(app.get("/__admin/requests").json()) == 2 and len(app.get("/__admin/requests/unmatched").json()) == 2
+    # the journal is read on the loop, where replay adds to it; the entries are encoded in a thread
+    assert on_loop == {"entries": [True, True], "to_json": [False] * 4}
+
+
+def test_near_misses_of_any_json_can_be_listed(write_cassette, client) -> None:
+    write_cassette("chat", interaction('{"a": 1, "b": 2}'))
+    app = client()
+    # NaN makes the body Python's json to parse, which keeps an integer beyond 64 bits whole
+    for value in ("[" * 300 + "]" * 300, "[" * 980 + "]" * 980, f"{2**70}, \"c\": NaN"):
+        assert ask(app, '{"a": 1, "b": %s}' % value) == 404
+    response = app.get("/__admin/requests/unmatched")
+    assert response.status_code == 200, response.text  # was a 500: too deep or too big for the encoder
+    big, *deep = [entry["near_misses"][0]["differences"][0]["received"] for entry in response.json()]
+    assert big == 2**70 and all("(JSON nested too deeply to show)" in json.dumps(value) for value in deep)
 
 
 def test_bad_parameters_are_json_errors(client, write_cassette) -> None:
