@@ -2,8 +2,8 @@
 
 OpenAPI docs: /__admin/docs. Errors use the same JSON shape as replay errors (errors.py).
 Routes that read live state (usage counts, the journal) are ``async`` so they run on the event
-loop, where replay changes that state; routes that read files (reload, PUT) run in a thread and
-only swap the finished index in.
+loop, where replay changes that state (journal replies are then encoded in a thread); routes that
+read files (reload, PUT) run in a thread and only swap the finished index in.
 """
 
 from __future__ import annotations
