@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -300,26 +301,29 @@ async def journal_reply(entries: list[JournalEntry], *, near_misses: bool) -> Re
 
 
 def json_bytes(value: Any) -> bytes:
-    """``value`` as JSON. A near miss shows values from request bodies as they came, which may
-    hold integers beyond 64 bits or nesting beyond what orjson (254 levels) or json (the
-    recursion limit) writes: those are written by json, nested parts cut off with a note."""
+    """``value`` as strict JSON. A near miss shows values from request bodies as they came,
+    which may hold what orjson refuses (integers beyond 64 bits, nesting beyond 254 levels, NaN
+    and infinities as Python's json reads them): then Python's json writes it, nesting cut off
+    with a note, NaN and infinities as text, anything else escaped to ASCII."""
     try:
         return orjson.dumps(value)
     except TypeError:
-        return json.dumps(_cut_depth(value, _JSON_DEPTH), ensure_ascii=False, separators=(",", ":")).encode()
+        return json.dumps(_strict_json(value, _JSON_DEPTH), separators=(",", ":")).encode()
 
 
 _JSON_DEPTH = 200
 _TOO_DEEP = "(JSON nested too deeply to show)"
 
 
-def _cut_depth(value: Any, depth: int) -> Any:
+def _strict_json(value: Any, depth: int) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
     if isinstance(value, (dict, list)) and depth <= 0:
         return _TOO_DEEP
     if isinstance(value, dict):
-        return {key: _cut_depth(item, depth - 1) for key, item in value.items()}
+        return {key: _strict_json(item, depth - 1) for key, item in value.items()}
     if isinstance(value, list):
-        return [_cut_depth(item, depth - 1) for item in value]
+        return [_strict_json(item, depth - 1) for item in value]
     return value
 
 

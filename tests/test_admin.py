@@ -188,12 +188,19 @@ def test_near_misses_of_any_json_can_be_listed(write_cassette, client) -> None:
     write_cassette("chat", interaction('{"a": 1, "b": 2}'))
     app = client()
     # NaN makes the body Python's json to parse, which keeps an integer beyond 64 bits whole
-    for value in ("[" * 300 + "]" * 300, "[" * 980 + "]" * 980, f"{2**70}, \"c\": NaN"):
+    for value in ("[" * 300 + "]" * 300, "[" * 980 + "]" * 980, f"{2**70}, \"c\": NaN", "-1e400", '"cut \\ud83d"'):
         assert ask(app, '{"a": 1, "b": %s}' % value) == 404
     response = app.get("/__admin/requests/unmatched")
     assert response.status_code == 200, response.text  # was a 500: too deep or too big for the encoder
-    big, *deep = [entry["near_misses"][0]["differences"][0]["received"] for entry in response.json()]
-    assert big == 2**70 and all("(JSON nested too deeply to show)" in json.dumps(value) for value in deep)
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    entries = json.loads(response.content, parse_constant=refuse)  # strict JSON, as JavaScript reads it
+    cut, infinite, big, *deep = [entry["near_misses"][0]["differences"] for entry in entries]
+    assert cut[0]["received"] == "cut \\ud83d" and infinite[0]["received"] == "-Infinity"
+    assert big[0]["received"] == 2**70 and big[1] == {**big[1], "field": "c", "received": "NaN"}
+    assert all("(JSON nested too deeply to show)" in json.dumps(value) for value in deep)
 
 
 def test_bad_parameters_are_json_errors(client, write_cassette) -> None:
