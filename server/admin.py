@@ -2,28 +2,33 @@
 
 OpenAPI docs: /__admin/docs. Errors use the same JSON shape as replay errors (errors.py).
 Routes that read live state (usage counts, the journal) are ``async`` so they run on the event
-loop, where replay changes that state; routes that read files (reload, PUT) run in a thread and
-only swap the finished index in.
+loop, where replay changes that state (journal replies are then encoded in a thread); routes that
+read files (reload, PUT) run in a thread and only swap the finished index in.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import secrets
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
 from .catalog import providers_and_models, served_by_session, summarise, unused
-from .errors import BadRequest, CassetteLoadError, HTTPError, NotFound, Unauthorized, UnknownCassette
+from .errors import BadRequest, CassetteLoadError, HTTPError, NotFound, TooLarge, Unauthorized, UnknownCassette
 from .index import Index
+from .journal import JournalEntry
 from .loader import LoadFailure, LoadResult
 from .models import BodyKind, Cassette, Interaction
 from .service import CassetteService
@@ -31,20 +36,46 @@ from .service import CassetteService
 log = logging.getLogger("cassette_server")
 
 HEALTH_PATH = "/__admin/health"
-_DOCS_HINT = "the admin endpoints are listed at /__admin/docs"
+DOCS_PATH = "/__admin/docs"
+OPENAPI_PATH = "/__admin/openapi.json"
+_DOCS_HINT = f"the admin endpoints are listed at {DOCS_PATH}"
+JOURNAL_PAGE = 100  # journal entries answered unless ?limit= asks for more
+
+
+class _CassetteName(Convertor[str]):
+    """A cassette name in a route: the rest of the URL path, whatever it holds. Starlette's
+    ``path`` (``.*``) stops at a newline, and its ``$`` matches before a final one, so
+    ``weather%0A`` was routed as ``weather`` and ``a%0Ab`` not at all; here the name is taken
+    whole, and PUT refuses control characters (storage.name_problem)."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("cassette_name", _CassetteName())  # Starlette's only way to add a convertor
 
 
 def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
     """The admin app; ``lifespan`` runs what lives as long as the server (the file watcher)."""
     admin = FastAPI(
         title="cassette-server admin",
-        docs_url="/__admin/docs",
+        docs_url=DOCS_PATH,
         redoc_url=None,
-        openapi_url="/__admin/openapi.json",
+        openapi_url=OPENAPI_PATH,
+        swagger_ui_oauth2_redirect_url=None,
         lifespan=lifespan,
     )
-    if service.settings.admin_token:
-        admin.add_middleware(BearerToken, token=service.settings.admin_token)
+    token = service.settings.admin_token
+    if token is not None:
+        if not token.strip():  # "Bearer " would match an empty token: that is no protection
+            raise ValueError("the admin token is empty; set a token, or run without one")
+        admin.add_middleware(BearerToken, token=token.strip())
+        declare_bearer_token(admin)
     admin.add_middleware(InternalErrors)
 
     @admin.exception_handler(HTTPError)
@@ -87,7 +118,7 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
             failure_summary(f) for f in loaded.result.failures
         ]
 
-    @admin.get("/__admin/cassettes/{name:path}")
+    @admin.get("/__admin/cassettes/{name:cassette_name}")
     async def cassette(name: str) -> dict[str, Any]:
         """One cassette's interactions: request summary, response, recorded timing, times served."""
         loaded = service.loaded
@@ -98,34 +129,35 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
         summary["interactions"] = [interaction_details(i, served.get(i, {})) for i in found.interactions]
         return summary
 
-    @admin.put("/__admin/cassettes/{name:path}")
+    @admin.put("/__admin/cassettes/{name:cassette_name}")
     async def put_cassette(name: str, request: Request) -> JSONResponse:
         """Add or replace cassette NAME with the YAML in the body: validated first, written under
         the first cassette directory, then every cassette is reloaded. 201 when new, else 200."""
-        text = await request.body()
+        text = await read_limited(request, service.settings.max_cassette_size)
         added, created, result = await run_in_threadpool(service.put_cassette, name, text)
         served = served_by_session(service.index)
         body = {"cassette": cassette_summary(added, served), "created": created, **_load_report(result)}
         return JSONResponse(body, status_code=201 if created else 200)
 
-    @admin.get("/__admin/requests")
+    @admin.get("/__admin/requests", response_model=list[dict[str, Any]])
     async def requests(
         session: str | None = Query(None, description="only this X-Cassette-Session"),
         matched: bool | None = Query(None, description="true: only served requests; false: only the others"),
-        limit: int | None = Query(None, ge=1, description="at most this many, newest first"),
-    ) -> list[dict[str, Any]]:
+        limit: int = Query(JOURNAL_PAGE, ge=1, description="at most this many, newest first (up to --journal-size)"),
+    ) -> Response:
         """The request journal, newest first: what each request got and how long the reply took."""
-        return [entry.to_json() for entry in service.journal.entries(session=session, matched=matched, limit=limit)]
+        entries = service.journal.entries(session=session, matched=matched, limit=limit)
+        return await journal_reply(entries, near_misses=False)
 
-    @admin.get("/__admin/requests/unmatched")
+    @admin.get("/__admin/requests/unmatched", response_model=list[dict[str, Any]])
     async def unmatched(
         session: str | None = Query(None, description="only this X-Cassette-Session"),
-        limit: int | None = Query(None, ge=1, description="at most this many, newest first"),
-    ) -> list[dict[str, Any]]:
+        limit: int = Query(JOURNAL_PAGE, ge=1, description="at most this many, newest first (up to --journal-size)"),
+    ) -> Response:
         """Requests that were not served, newest first; misses with the closest recordings, each
         with every difference in full."""
         entries = service.journal.entries(session=session, matched=False, limit=limit)
-        return [entry.to_json(near_misses=True) for entry in entries]
+        return await journal_reply(entries, near_misses=True)
 
     @admin.get("/__admin/unused")
     async def unused_interactions(
@@ -155,14 +187,19 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
 
 
 class BearerToken:
-    """``--admin-token``: every admin call but health needs ``Authorization: Bearer TOKEN``."""
+    """``--admin-token``: every admin call needs ``Authorization: Bearer TOKEN``, except health
+    and the docs. The docs page and the OpenAPI document describe the API and hold no data; a
+    browser cannot send the token to load them, and once loaded, Swagger UI's "Authorize"
+    button sends it with every call tried (``declare_bearer_token``)."""
+
+    OPEN_PATHS = frozenset({HEALTH_PATH, DOCS_PATH, OPENAPI_PATH})
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
         self.token = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == HEALTH_PATH:
+        if scope["type"] != "http" or scope["path"] in self.OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"authorization")
@@ -173,10 +210,29 @@ class BearerToken:
         problem = "has no 'Authorization: Bearer …' header" if given is None else "has a wrong token"
         error = Unauthorized(
             f"This admin call {problem}: the server was started with --admin-token "
-            f"(CASSETTE_SERVER_ADMIN_TOKEN), so every /__admin endpoint except {HEALTH_PATH} "
+            f"(CASSETTE_SERVER_ADMIN_TOKEN), so every /__admin endpoint except {HEALTH_PATH} and the docs "
             f"needs 'Authorization: Bearer <token>'."
         )
         await json_error(error, headers={"www-authenticate": "Bearer"})(scope, receive, send)
+
+
+def declare_bearer_token(admin: FastAPI) -> None:
+    """Say in the OpenAPI document that calls need the bearer token (health does not), so that
+    Swagger UI at /__admin/docs offers to send it and generated clients know."""
+    build = admin.openapi
+
+    def openapi() -> dict[str, Any]:
+        if admin.openapi_schema is None:
+            schema = build()  # cached by FastAPI in admin.openapi_schema
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "adminToken": {"type": "http", "scheme": "bearer",
+                               "description": "the --admin-token (CASSETTE_SERVER_ADMIN_TOKEN) the server was started with"},
+            }
+            schema["security"] = [{"adminToken": []}]
+            schema["paths"][HEALTH_PATH]["get"]["security"] = []
+        return admin.openapi_schema
+
+    admin.openapi = openapi  # type: ignore[method-assign]
 
 
 class InternalErrors:
@@ -210,6 +266,65 @@ class InternalErrors:
             internal = HTTPError(f"cassette-server internal error in {where}: {error!r}; the server log has the "
                                  "traceback; please report it")
             await json_error(internal)(scope, receive, send)
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refused (TooLarge) as soon as it is known to exceed ``limit`` bytes:
+    from its Content-Length before anything is read, else while it arrives, so a huge body is
+    never held whole."""
+    def too_large(size: str) -> TooLarge:
+        return TooLarge(f"{request.method} {request.url.path}: the body is {size} bytes, more than the {limit} this "
+                        "server accepts (--max-cassette-size, CASSETTE_SERVER_MAX_CASSETTE_SIZE); nothing was written")
+
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large(declared)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large("at least " + str(len(body)))
+    return bytes(body)
+
+
+async def journal_reply(entries: list[JournalEntry], *, near_misses: bool) -> Response:
+    """Journal entries as a JSON array, made in a thread: with near misses of long prompts it
+    can be tens of megabytes, which on the event loop would hold up the streams being replayed.
+    ``entries`` is a list taken on the loop, where replay adds to the journal; an entry never
+    changes once added. Each entry is encoded on its own, so the thread lets go of the GIL (and
+    the loop runs) between them."""
+
+    def encode() -> bytes:
+        return b"[" + b",".join(json_bytes(entry.to_json(near_misses=near_misses)) for entry in entries) + b"]"
+
+    return Response(await run_in_threadpool(encode), media_type="application/json")
+
+
+def json_bytes(value: Any) -> bytes:
+    """``value`` as strict JSON. A near miss shows values from request bodies as they came,
+    which may hold what orjson refuses (integers beyond 64 bits, nesting beyond 254 levels, NaN
+    and infinities as Python's json reads them): then Python's json writes it, nesting cut off
+    with a note, NaN and infinities as text, anything else escaped to ASCII."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(_strict_json(value, _JSON_DEPTH), separators=(",", ":")).encode()
+
+
+_JSON_DEPTH = 200
+_TOO_DEEP = "(JSON nested too deeply to show)"
+
+
+def _strict_json(value: Any, depth: int) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, (dict, list)) and depth <= 0:
+        return _TOO_DEEP
+    if isinstance(value, dict):
+        return {key: _strict_json(item, depth - 1) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_strict_json(item, depth - 1) for item in value]
+    return value
 
 
 def json_error(error: HTTPError, status_code: int | None = None, headers: Mapping[str, str] | None = None) -> JSONResponse:

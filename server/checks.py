@@ -3,7 +3,8 @@
 - load errors (with file:line) and unknown formats or versions;
 - identical requests (as the server matches them) recorded with different responses;
 - secrets left in: credential headers, ``sk-…`` keys anywhere in the file, ``key=`` style
-  query parameters. Findings show only the first characters of a secret, so CI logs do not
+  query parameters (in files that fail to load, headers and parameters are looked for in the
+  text). Findings show only the first characters of a secret, so CI logs do not
   leak it again;
 - load-time notes (e.g. a Content-Encoding header dropped), as warnings.
 
@@ -16,7 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from .errors import UnknownFormat
 from .index import key_of
@@ -40,6 +41,13 @@ _PLACEHOLDER = re.compile(
     re.IGNORECASE,
 )
 _AUTH_SCHEME = re.compile(r"^(bearer|basic|token|key)\s+", re.IGNORECASE)
+# In the text of a file that did not load: a credential header as YAML or JSON writes it
+# (``Authorization: …``, ``"x-api-key": [...]``, also inside a flow or one-line JSON), its
+# value after it or on the next line, and a credential query parameter in a URL.
+_HEADER_NAME = re.compile(r"""(?:^|(?<=[\s{,]))["']?(%s)["']?\s*:""" % "|".join(map(re.escape, SECRET_HEADERS)),
+                          re.IGNORECASE)
+_HEADER_VALUE = re.compile(r"""\s*\[?\s*(?:"([^"]*)"|'([^']*)'|([^\s,\]}][^,\]}]*))?""")
+_QUERY_PARAMETER = re.compile(r"""[?&](%s)=([^&#\s"'\\]*)""" % "|".join(map(re.escape, SECRET_PARAMETERS)), re.IGNORECASE)
 _SECRET_ADVICE = "replace it with REDACTED (or drop it) and rotate the credential if it was real"
 
 
@@ -82,7 +90,7 @@ def check_paths(paths: Sequence[Path], rules: MatchRules, *, allow_duplicates: b
     files = [cassette.file for cassette in result.cassettes] + [f.file for f in result.failures if Path(f.file).is_file()]
     by_file = {cassette.file: cassette.interactions for cassette in result.cassettes}
     for file in files:
-        findings += secret_findings(file, by_file.get(file, ()))
+        findings += secret_findings(file, by_file.get(file))  # None: the file did not load
     if not result.cassettes and not result.failures:
         where = ", ".join(map(str, paths))
         nothing = 'no cassette files (*.yaml, *.yml, or *.json with "interactions") found; check the paths'
@@ -128,16 +136,19 @@ def _response_of(interaction: Interaction) -> tuple[int, bytes]:
     return interaction.response.status, interaction.response.body
 
 
-def secret_findings(file: str, interactions: Sequence[Interaction]) -> list[Finding]:
+def secret_findings(file: str, interactions: Sequence[Interaction] | None) -> list[Finding]:
     """Credentials in one file: headers and query parameters of its requests, ``sk-`` keys
-    anywhere in its text (also in files that failed to load)."""
+    anywhere in its text. For a file that failed to load (``interactions`` None), headers and
+    query parameters are looked for in its text."""
     try:
         lines = Path(file).read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return []  # already a load error
     found = []
     reported: list[str] = []  # secret values found in headers or the URL, not to report twice
-    for interaction in interactions:
+    if interactions is None:
+        found += _text_secret_findings(file, lines, reported)
+    for interaction in interactions or ():
         start = interaction.line or 1
         for name, value in interaction.request.headers:
             if name in SECRET_HEADERS and not is_placeholder(value):
@@ -161,6 +172,38 @@ def secret_findings(file: str, interactions: Sequence[Interaction]) -> list[Find
                 found.append(Finding("secret", ERROR, file, number, message))
                 break
     return found
+
+
+def _text_secret_findings(file: str, lines: Sequence[str], reported: list[str]) -> list[Finding]:
+    """Credential headers and query parameters in the lines of a file that did not load, so
+    they can only be told from how cassettes write them; adds each value to ``reported``."""
+    found = []
+    unloaded = "(in the text of a file that did not load)"
+    for number, text in enumerate(lines, start=1):
+        for header in _HEADER_NAME.finditer(text):
+            value = _header_value(text[header.end():], lines[number:number + 1])
+            if not is_placeholder(value):
+                reported.append(value)
+                found.append(Finding("secret", ERROR, file, number,
+                                     f"request header {header[1].lower()} {unloaded} holds a credential "
+                                     f"({preview(value)}); {_SECRET_ADVICE}"))
+        for name, value in _QUERY_PARAMETER.findall(text):
+            if not is_placeholder(unquote(value)):
+                reported.append(value)
+                found.append(Finding("secret", ERROR, file, number,
+                                     f"query parameter {name}= in a URL {unloaded} holds a credential "
+                                     f"({preview(value)}); {_SECRET_ADVICE}"))
+    return found
+
+
+def _header_value(rest: str, following: Sequence[str]) -> str:
+    """A header's value from what follows its name (``Bearer x``, ``[Bearer x]``, ``["Bearer
+    x"],``), or, when nothing (or only ``[``) does, the first list item on the next line
+    (``- Bearer x``, ``"Bearer x"``)."""
+    if rest.strip() in ("", "[") and following:
+        rest = following[0].strip().removeprefix("- ")
+    match = _HEADER_VALUE.match(rest)
+    return next((group for group in match.groups() if group is not None), "").strip() if match else ""
 
 
 def is_placeholder(value: str) -> bool:

@@ -10,8 +10,9 @@
         ├── NotFound             404 not_found_error / not_found (no such admin endpoint)
         ├── UnknownCassette      404 not_found_error / unknown_cassette
         ├── CassetteMiss         404 not_found_error / cassette_miss
-        └── Conflict             409 invalid_request_error / conflict
-            └── NotWritable      409 invalid_request_error / not_writable (PUT could not write the file)
+        ├── Conflict             409 invalid_request_error / conflict
+        │   └── NotWritable      409 invalid_request_error / not_writable (PUT could not write the file)
+        └── TooLarge             413 request_too_large / too_large (a PUT body over --max-cassette-size)
 
 The JSON shape is readable by every SDK we target: OpenAI reads ``error.message`` and
 ``error.code``, Anthropic ``error.type`` and ``error.message``, google-genai ``error.status`` and
@@ -145,3 +146,12 @@ class NotWritable(Conflict):
     the way): the server's surroundings, not the request, have to change."""
 
     code = "not_writable"
+
+
+class TooLarge(HTTPError):
+    """A request body larger than the server accepts (a cassette over --max-cassette-size)."""
+
+    status_code = 413
+    error_type = "request_too_large"
+    code = "too_large"
+    status = "INVALID_ARGUMENT"

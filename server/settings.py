@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -56,6 +57,27 @@ def _count(text: str) -> int:
     if value < 0:
         raise ValueError(f"must be a whole number >= 0, not {text!r}")
     return value
+
+
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_SIZE = re.compile(r"(\d+)\s*([kmg]?)(?:i?b)?", re.IGNORECASE)
+
+
+def _size(text: str) -> int:
+    """Bytes, as a number with an optional binary unit: ``1048576``, ``512K``, ``64MiB``, ``1G``."""
+    match = _SIZE.fullmatch(text.strip())
+    value = int(match[1]) * _SIZE_UNITS[match[2].lower()] if match else 0
+    if value < 1:
+        raise ValueError(f"expected a size in bytes of at least 1, like 1048576, 512K, 64MiB or 1G, not {text!r}")
+    return value
+
+
+def _token(text: str) -> str:
+    token = text.strip()  # a variable read from a file often ends in a newline
+    if not token:
+        raise ValueError("the admin token is empty, which would leave the admin API open to anyone; set a token, "
+                         "or leave the option out to run without one")
+    return token
 
 
 def _exhausted(text: str) -> Exhausted:
@@ -136,9 +158,14 @@ class Settings:
     )
     admin_token: str | None = _option(
         Option("--admin-token", "require 'Authorization: Bearer TOKEN' on every admin call except "
-               "/__admin/health (prefer the variable: flags show up in process lists)", metavar="TOKEN"),
+               "/__admin/health and the docs (prefer the variable: flags show up in process lists)", _token, "TOKEN"),
         None,
         secret=True,
+    )
+    max_cassette_size: int = _option(
+        Option("--max-cassette-size", "largest body PUT /__admin/cassettes/NAME accepts, in bytes or with a "
+               "unit (K, M, G: powers of 1024); a bigger one is refused with 413", _size, "SIZE"),
+        64 * 1024**2,
     )
     no_relax: bool = _option(
         Option("--no-relax", "match strictly: never fall back to the path and query relaxations "

@@ -14,6 +14,9 @@ from .errors import BadRequest, Conflict, NotWritable
 from .loader import CASSETTE_SUFFIXES, holds_json_cassette_mark, may_be_cassette
 
 _NAME_HELP = "use a relative name without extension, like 'openai/chat' or 'weather'"
+# File systems allow 255 bytes a file name; a part's file also gets a suffix (.yaml) and its
+# temporary file a dot, the suffix and a random ending (``write_whole``): 200 leaves room.
+MAX_NAME_PART_BYTES = 200
 
 
 def cassette_file(directory: Path, name: str, body: bytes) -> Path:
@@ -21,7 +24,8 @@ def cassette_file(directory: Path, name: str, body: bytes) -> Path:
     existing ``.yaml``, ``.yml`` or cassette ``.json`` file of that name, else a new ``.yaml`` one.
 
     Raises BadRequest for names that would leave the directory (``../x``, ``/etc/x``, through a
-    symbolic link) or that the loader would not find again (hidden parts, an extension), and
+    symbolic link), that the loader would not find again (hidden parts, an extension) or that
+    are too long for the file system; NotWritable when the file system refuses to look; and
     Conflict for a body that is not JSON when the cassette is a ``.json`` file: written there,
     the loader would pass it over, and written beside it, two files would claim the name.
     A ``.json`` file that is not a cassette (``package.json``) is passed over, as the loader does.
@@ -31,9 +35,16 @@ def cassette_file(directory: Path, name: str, body: bytes) -> Path:
         raise BadRequest(f"cassette name {name!r} {problem}; {_NAME_HELP}")
     base = directory / name
     candidates = [base.with_name(base.name + suffix) for suffix in CASSETTE_SUFFIXES]
-    existing = [path for path in candidates if path.is_file() and may_be_cassette(path)]
-    target = existing[0] if existing else candidates[0]
-    if not target.resolve().is_relative_to(directory.resolve()):
+    try:
+        existing = [path for path in candidates if path.is_file() and may_be_cassette(path)]
+        target = existing[0] if existing else candidates[0]
+        inside = target.resolve().is_relative_to(directory.resolve())
+    except OSError as error:
+        if error.errno == errno.ENAMETOOLONG:  # each part fits, but not the whole path
+            raise BadRequest(f"cassette name {name!r} is too long for the file system under {directory}; "
+                             f"{_NAME_HELP}") from None
+        raise not_writable(candidates[0], error) from None
+    if not inside:
         raise BadRequest(f"cassette name {name!r} leads outside {directory} (through a symbolic link); {_NAME_HELP}")
     if target.suffix == ".json" and not (looks_like_json(body) and holds_json_cassette_mark(body)):
         raise Conflict(
@@ -52,13 +63,15 @@ def name_problem(name: str) -> str | None:
         return "is an absolute path"
     if "\\" in name:
         return "contains a backslash"
-    if any(ord(char) < 32 for char in name):
+    if any(ord(char) < 32 or char == "\x7f" for char in name):
         return "contains control characters"
     parts = name.split("/")
     if any(part in ("", ".", "..") for part in parts):
         return "has an empty, '.' or '..' part"
     if any(part.startswith(".") for part in parts):
         return "has a part starting with '.' (hidden files are not loaded)"
+    if any(len(part.encode("utf-8")) > MAX_NAME_PART_BYTES for part in parts):
+        return f"has a part longer than {MAX_NAME_PART_BYTES} bytes (in UTF-8), too long for a file name"
     if name.lower().endswith(CASSETTE_SUFFIXES):
         return "ends with a file extension"
     return None
@@ -103,6 +116,8 @@ def not_writable(path: Path, error: OSError) -> NotWritable:
                   "(the Docker image runs as uid 10001: chown -R 10001 the mounted directory)")
     elif error.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
         advice = f"something other than a file is in the way at {path} or a folder on the way to it: move it, or PUT under another name"
+    elif error.errno == errno.ENAMETOOLONG:
+        advice = "the path is too long for the file system: PUT under a shorter name"
     elif error.errno in (errno.ENOSPC, errno.EDQUOT):
         advice = f"free some space on the file system of {path.parent}"
     else:

@@ -21,6 +21,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from server import Settings, create_app
+from server.journal import Journal, JournalEntry
 
 from .conftest import go_vcr, interaction
 
@@ -145,6 +146,63 @@ def test_journal_is_bounded_and_can_be_turned_off(write_cassette, client) -> Non
     assert off.get("/__admin/requests").json() == []
 
 
+def test_journal_replies_are_paged_by_default(write_cassette, client) -> None:
+    write_cassette("chat", interaction(chat("hi")))
+    app = client()
+    for n in range(150):
+        ask(app, chat(f"question {n}"))
+    for path in ("/__admin/requests", "/__admin/requests/unmatched"):
+        assert len(app.get(path).json()) == 100
+        everything = app.get(path + "?limit=1000").json()
+        assert len(everything) == 150 and everything[-1]["near_misses" if "unmatched" in path else "path"]
+
+
+def test_journal_replies_are_encoded_off_the_event_loop(write_cassette, client, monkeypatch) -> None:
+    write_cassette("chat", interaction(chat("hi")))
+    app = client()
+    for question in ("one", "two"):
+        ask(app, chat(question))
+    on_loop: dict[str, list[bool]] = {"entries": [], "to_json": []}
+
+    def running_loop() -> bool:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return True
+
+    def spy(name: str, original: Callable) -> Callable:
+        def called(*args, **kwargs):
+            on_loop[name].append(running_loop())
+            return original(*args, **kwargs)
+        return called
+
+    monkeypatch.setattr(Journal, "entries", spy("entries", Journal.entries))
+    monkeypatch.setattr(JournalEntry, "to_json", spy("to_json", JournalEntry.to_json))
+    assert len(app.get("/__admin/requests").json()) == 2 and len(app.get("/__admin/requests/unmatched").json()) == 2
+    # the journal is read on the loop, where replay adds to it; the entries are encoded in a thread
+    assert on_loop == {"entries": [True, True], "to_json": [False] * 4}
+
+
+def test_near_misses_of_any_json_can_be_listed(write_cassette, client) -> None:
+    write_cassette("chat", interaction('{"a": 1, "b": 2}'))
+    app = client()
+    # NaN makes the body Python's json to parse, which keeps an integer beyond 64 bits whole
+    for value in ("[" * 300 + "]" * 300, "[" * 980 + "]" * 980, f"{2**70}, \"c\": NaN", "-1e400", '"cut \\ud83d"'):
+        assert ask(app, '{"a": 1, "b": %s}' % value) == 404
+    response = app.get("/__admin/requests/unmatched")
+    assert response.status_code == 200, response.text  # was a 500: too deep or too big for the encoder
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    entries = json.loads(response.content, parse_constant=refuse)  # strict JSON, as JavaScript reads it
+    cut, infinite, big, *deep = [entry["near_misses"][0]["differences"] for entry in entries]
+    assert cut[0]["received"] == "cut \\ud83d" and infinite[0]["received"] == "-Infinity"
+    assert big[0]["received"] == 2**70 and big[1] == {**big[1], "field": "c", "received": "NaN"}
+    assert all("(JSON nested too deeply to show)" in json.dumps(value) for value in deep)
+
+
 def test_bad_parameters_are_json_errors(client, write_cassette) -> None:
     write_cassette("chat", interaction())
     app = client()
@@ -227,6 +285,8 @@ def test_one_cassette_in_detail(write_cassette, client) -> None:
         200, "Alright", "text/event-stream", 3, 1.5)
     assert item["served"] == {"s": 1} and item["times_served"] == 1 and item["line"] == 3
     assert app.get("/__admin/cassettes/team").status_code == 404
+    for name in ("team/chat%0A", "team/chat%0D", "team%0Achat"):  # never another cassette
+        assert app.get(f"/__admin/cassettes/{name}").json()["error"]["code"] == "unknown_cassette"
 
 
 def test_reload_keeps_serving_what_loads_and_reports_the_rest(write_cassette, client) -> None:
@@ -296,6 +356,11 @@ def test_put_validates_before_writing(cassette_dir: Path, client) -> None:
     (".hidden/escaped", "starting with '.'"),
     ("escaped.yaml", "extension"),
     ("a//escaped", "empty"),
+    ("escaped" + "b" * 250, "longer than 200 bytes"),  # was a 500: the file system refused the name
+    ("a/escaped" + "b" * 250, "longer than 200 bytes"),  # was a 409 not_writable
+    ("escaped%0A", "control characters"),  # was routed as 'escaped', and written
+    ("a%0Aescaped", "control characters"),  # was routed nowhere
+    ("escaped%0D", "control characters"),
 ])
 def test_put_refuses_names_that_leave_the_directory(cassette_dir: Path, client, name: str, problem: str) -> None:
     response = client().put(f"/__admin/cassettes/{name}", content=go_vcr(interaction()))
@@ -370,23 +435,56 @@ def test_any_admin_failure_is_a_logged_json_500(client, monkeypatch, caplog, met
     assert path in record.getMessage() and record.exc_info[1].args == ("disk on fire",)
 
 
-def test_a_client_gone_before_its_body_is_no_internal_error(cassette_dir: Path, caplog) -> None:
-    app = create_app(Settings(paths=(cassette_dir,)))
+def put_raw(app: object, name: str, headers: list[tuple[bytes, bytes]], messages: list[dict]) -> tuple[list[dict], int]:
+    """PUT /__admin/cassettes/NAME straight through ASGI, the body as the given ``receive``
+    messages (what in-process clients cannot do: they buffer the body first). Returns what was
+    sent back and how many messages the server took."""
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "PUT", "scheme": "http",
-             "path": "/__admin/cassettes/x", "raw_path": b"/__admin/cassettes/x", "root_path": "", "query_string": b"",
-             "headers": [(b"content-length", b"100")], "server": ("test", 80), "client": ("test", 1)}
+             "path": f"/__admin/cassettes/{name}", "raw_path": f"/__admin/cassettes/{name}".encode(), "root_path": "",
+             "query_string": b"", "headers": headers, "server": ("test", 80), "client": ("test", 1)}
     sent: list[dict] = []
+    taken = 0
 
-    async def gone() -> dict:
-        return {"type": "http.disconnect"}
+    async def receive() -> dict:
+        nonlocal taken
+        taken += 1
+        return messages[taken - 1]
 
     async def send(message: dict) -> None:
         sent.append(message)
 
+    asyncio.run(app(scope, receive, send))  # type: ignore[operator]
+    return sent, taken
+
+
+def test_a_client_gone_before_its_body_is_no_internal_error(cassette_dir: Path, caplog) -> None:
+    app = create_app(Settings(paths=(cassette_dir,)))
     with caplog.at_level(logging.DEBUG, logger="cassette_server"):
-        asyncio.run(app(scope, gone, send))
+        sent, _ = put_raw(app, "x", [(b"content-length", b"100")], [{"type": "http.disconnect"}])
     assert sent == [] and [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert list(cassette_dir.iterdir()) == []
+
+
+def test_put_bodies_over_the_size_limit_are_a_413(cassette_dir: Path, client) -> None:
+    app = client(max_cassette_size=1000)
+    big = go_vcr(interaction(response_body="x" * 1000))
+    response = app.put("/__admin/cassettes/big", content=big)
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["type"]) == ("too_large", "request_too_large")
+    assert f"the body is {len(big)} bytes, more than the 1000" in error["message"] and "--max-cassette-size" in error["message"]
+    assert list(cassette_dir.iterdir()) == []
+    assert app.put("/__admin/cassettes/small", content=go_vcr(interaction())).status_code == 201
+
+
+def test_put_refuses_a_body_too_large_before_reading_it(cassette_dir: Path) -> None:
+    app = create_app(Settings(paths=(cassette_dir,), max_cassette_size=1000))
+    chunk = {"type": "http.request", "body": b"x" * 400, "more_body": True}
+    declared, taken = put_raw(app, "big", [(b"content-length", b"60000000")], [chunk] * 10)
+    assert declared[0]["status"] == 413 and taken == 0  # Content-Length said so: nothing read
+    streamed, taken = put_raw(app, "big", [(b"transfer-encoding", b"chunked")], [chunk] * 10)
+    assert streamed[0]["status"] == 413 and taken == 3  # stopped at the chunk that crossed the limit
+    assert b"at least 1200 bytes" in streamed[1]["body"] and list(cassette_dir.iterdir()) == []
 
 
 def test_token_required_when_set(write_cassette, client) -> None:
@@ -394,7 +492,7 @@ def test_token_required_when_set(write_cassette, client) -> None:
     app = client(admin_token="s3cret")
     assert app.get("/__admin/health").status_code == 200
     for method, path in [("GET", "/__admin/cassettes"), ("GET", "/__admin/requests"), ("POST", "/__admin/reset"),
-                         ("POST", "/__admin/reload"), ("PUT", "/__admin/cassettes/x"), ("GET", "/__admin/docs")]:
+                         ("POST", "/__admin/reload"), ("PUT", "/__admin/cassettes/x"), ("GET", "/__admin/unused")]:
         missing = app.request(method, path)
         assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
         error = missing.json()["error"]
@@ -403,5 +501,32 @@ def test_token_required_when_set(write_cassette, client) -> None:
     assert wrong.status_code == 401 and "wrong token" in wrong.json()["error"]["message"]
     assert app.get("/__admin/cassettes", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert app.get("/__admin/cassettes", headers={"Authorization": "bearer s3cret"}).status_code == 200
+    assert app.get("/__admin/cassettes", headers={"Authorization": "Bearer "}).status_code == 401
     # the replay endpoint is not an admin call
     assert ask(app, interaction()["request"]["body"]) == 200
+
+
+def test_docs_load_without_the_token_and_offer_to_send_it(client) -> None:
+    app = client(admin_token="s3cret")
+    # a browser cannot send the token to load the page and the document it describes
+    docs = app.get("/__admin/docs")
+    assert docs.status_code == 200 and "/__admin/openapi.json" in docs.text
+    schema = app.get("/__admin/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["adminToken"] == {**schema["components"]["securitySchemes"]["adminToken"],
+                                                                    "type": "http", "scheme": "bearer"}
+    assert schema["security"] == [{"adminToken": []}] and schema["paths"]["/__admin/health"]["get"]["security"] == []
+    assert "s3cret" not in json.dumps(schema)
+    assert app.get("/__admin/openapi.json").json() == schema  # built once
+    plain = client().get("/__admin/openapi.json").json()  # without a token there is nothing to send
+    assert "security" not in plain and "securitySchemes" not in plain.get("components", {})
+
+
+@pytest.mark.parametrize("token", ["", "  "])
+def test_an_empty_token_is_refused_not_ignored(cassette_dir: Path, token: str) -> None:
+    with pytest.raises(ValueError, match="admin token is empty"):
+        create_app(Settings(paths=(cassette_dir,), admin_token=token))
+
+
+def test_the_token_is_compared_without_surrounding_whitespace(client) -> None:
+    app = client(admin_token=" s3cret\n")
+    assert app.get("/__admin/cassettes", headers={"Authorization": "Bearer s3cret"}).status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from server.checks import ERROR, WARNING, check_paths, is_placeholder, preview
 from server.matching import MatchRules
 
-from .conftest import BUNDLED, interaction
+from .conftest import BUNDLED, go_vcr, interaction
 
 OPENAI_KEY = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z" * 2
 
@@ -49,6 +50,29 @@ def test_finds_credential_headers_and_query_keys(write_cassette, cassette_dir: P
     assert "'Bearer sk-proj…'" in messages and "request header api-key" not in messages  # REDACTED
     lines = Path(findings[0].file).read_text().splitlines()
     assert "Authorization:" in lines[findings[0].line - 1]
+
+
+def test_finds_credential_headers_and_query_keys_in_files_that_do_not_load(write_cassette, cassette_dir: Path) -> None:
+    headers = {"Authorization": [f"Bearer {OPENAI_KEY}"], "X-Goog-Api-Key": ["AIzaSyD-real-looking-key-123456"],
+               "Api-Key": ["REDACTED"], "X-Api-Key": []}
+    leaky = interaction(request_headers=headers, url="https://g.example/v1beta/m:generateContent?alt=sse&key=AIzaSyD123456789abc")
+    write_cassette("yaml", go_vcr(leaky) + "- id: 1\n  request: [unclosed\n")  # bad YAML after the leak
+    del leaky["request"]["url"]  # JSON that parses, but is no cassette we load
+    (cassette_dir / "json.json").write_text(json.dumps({"version": 2, "interactions": [{"id": 0, **leaky}]}, indent=2))
+    (cassette_dir / "line.json").write_text(json.dumps({"version": 2, "interactions": [{"id": 0, **leaky}]}))
+    (cassette_dir / "flow.yaml").write_text("version: 2\ninteractions:\n- request: {headers: {x-api-key: [sk-ant-api03-"
+                                            + "Zz9" * 30 + "]}}\n")
+    findings = [f for f in check_paths([cassette_dir], MatchRules()).findings if f.kind == "secret"]
+    found = {(Path(f.file).name, f.message.split(" (in the text")[0]) for f in findings}
+    assert found == {("yaml.yaml", "request header authorization"), ("yaml.yaml", "request header x-goog-api-key"),
+                     ("yaml.yaml", "query parameter key= in a URL"), ("json.json", "request header authorization"),
+                     ("json.json", "request header x-goog-api-key"), ("line.json", "request header authorization"),
+                     ("line.json", "request header x-goog-api-key"), ("flow.yaml", "request header x-api-key")}
+    for finding in findings:  # each at the line that names it; the key is never printed whole
+        line = Path(finding.file).read_text().splitlines()[finding.line - 1].lower()
+        assert ("key=" if "query" in finding.message else finding.message.split()[2]) in line
+        assert "did not load" in finding.message and OPENAI_KEY not in finding.message and "AIzaSyD123456" not in finding.message
+    assert "'Bearer sk-proj…'" in next(f.message for f in findings if f.file.endswith("json.json"))
 
 
 @pytest.mark.parametrize("value", ["", "REDACTED", "[FILTERED]", "Bearer ***", "Bearer xxxxxxxx", "<your-api-key>",

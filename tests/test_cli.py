@@ -116,12 +116,16 @@ def test_bad_values_are_usage_errors() -> None:
     assert env.returncode == 2 and "CASSETTE_SERVER_EXHAUSTED='sometimes'" in env.stderr
     path = run("serve", "--ignore-field", "a..b")
     assert path.returncode == 2 and "bad field path" in path.stderr
+    empty_flag = run("serve", "--admin-token", " ")
+    assert empty_flag.returncode == 2 and "argument --admin-token: the admin token is empty" in empty_flag.stderr
+    empty_env = run("serve", env={"CASSETTE_SERVER_ADMIN_TOKEN": ""})
+    assert empty_env.returncode == 2 and "CASSETTE_SERVER_ADMIN_TOKEN='': the admin token is empty" in empty_env.stderr
 
 
 def test_help_shows_every_environment_variable() -> None:
     result = run("serve", "--help")
     for name in ("PATHS", "HOST", "PORT", "SPEED", "EVENT_INTERVAL", "EXHAUSTED", "IGNORE_FIELDS", "MATCH_HEADERS",
-                 "EXACT_BODY", "STRICT", "JOURNAL_SIZE", "WATCH", "ADMIN_TOKEN", "LOG_LEVEL"):
+                 "EXACT_BODY", "STRICT", "JOURNAL_SIZE", "WATCH", "ADMIN_TOKEN", "MAX_CASSETTE_SIZE", "LOG_LEVEL"):
         assert f"CASSETTE_SERVER_{name}" in result.stdout
 
 
@@ -137,11 +141,31 @@ def test_admin_token_from_the_environment(write_cassette, cassette_dir: Path) ->
         assert httpx.get(url + "/__admin/cassettes", headers={"Authorization": "Bearer t0k"}).status_code == 200
 
 
+@pytest.mark.parametrize(("text", "size"), [("1048576", 1048576), ("512K", 512 * 1024), ("64MiB", 64 * 1024**2),
+                                            ("1 g", 1024**3), ("2mb", 2 * 1024**2)])
+def test_max_cassette_size_takes_units(text: str, size: int) -> None:
+    assert Settings.resolve({}, environ={"CASSETTE_SERVER_MAX_CASSETTE_SIZE": text}).max_cassette_size == size
+
+
+def test_max_cassette_size_defaults_to_64_mib_and_refuses_nonsense() -> None:
+    assert Settings.resolve({}, environ={}).max_cassette_size == 64 * 1024**2
+    for text in ("0", "-1", "1.5M", "64 apples", ""):
+        with pytest.raises(ValueError, match="CASSETTE_SERVER_MAX_CASSETTE_SIZE=.*expected a size in bytes"):
+            Settings.resolve({}, environ={"CASSETTE_SERVER_MAX_CASSETTE_SIZE": text})
+
+
 def test_the_admin_token_stays_out_of_the_settings_repr() -> None:
     settings = Settings.resolve({"admin_token": "s3cret-flag"}, environ={"CASSETTE_SERVER_PORT": "9"})
     assert settings.admin_token == "s3cret-flag" and "s3cret" not in repr(settings) and "port=9" in repr(settings)
     from_env = dataclasses.replace(Settings.resolve({}, environ={"CASSETTE_SERVER_ADMIN_TOKEN": "s3cret-env"}), port=1)
     assert from_env.admin_token == "s3cret-env" and "s3cret" not in repr(from_env)
+
+
+def test_the_admin_token_is_read_without_surrounding_whitespace() -> None:
+    assert Settings.resolve({}, environ={"CASSETTE_SERVER_ADMIN_TOKEN": " t0k\n"}).admin_token == "t0k"
+    for blank in ("", " \n"):
+        with pytest.raises(ValueError, match="admin token is empty"):
+            Settings.resolve({}, environ={"CASSETTE_SERVER_ADMIN_TOKEN": blank})
 
 
 def test_check_finds_a_planted_secret_and_fails(write_cassette, cassette_dir: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import stat
 from pathlib import Path
 
@@ -14,16 +15,38 @@ YAML = b"version: 2\ninteractions: []\n"
 JSON = b'\n  {"version": 2, "interactions": []}'
 
 
-@pytest.mark.parametrize("name", ["../x", "a/../../x", "/etc/passwd", "a\\..\\x", "", "a//b", "./a", ".git/x", "a.yaml", "a\nb"])
+@pytest.mark.parametrize("name", ["../x", "a/../../x", "/etc/passwd", "a\\..\\x", "", "a//b", "./a", ".git/x", "a.yaml", "a\nb",
+                                  "a\x7fb", "b" * 201, "a/" + "é" * 101])
 def test_unsafe_or_unloadable_names(name: str, tmp_path: Path) -> None:
     assert name_problem(name) is not None
     with pytest.raises(BadRequest, match="use a relative name"):
         cassette_file(tmp_path, name, YAML)
 
 
-@pytest.mark.parametrize("name", ["weather", "openai/chat-1", "team/a.b/c_d", "日本/テスト"])
+@pytest.mark.parametrize("name", ["weather", "openai/chat-1", "team/a.b/c_d", "日本/テスト", "b" * 200, "é" * 100])
 def test_good_names(name: str, tmp_path: Path) -> None:
     assert cassette_file(tmp_path, name, YAML) == tmp_path / f"{name}.yaml"
+
+
+def test_a_longest_name_part_can_be_written(tmp_path: Path) -> None:
+    target = cassette_file(tmp_path, "b" * 200, YAML)
+    write_whole(target, YAML)  # its temporary file's name fits too
+    assert target.read_bytes() == YAML
+
+
+def test_a_path_too_long_for_the_file_system_is_a_bad_name(tmp_path: Path) -> None:
+    name = "/".join(["b" * 200] * 25)  # every part fits; the whole path is longer than PATH_MAX
+    with pytest.raises(BadRequest, match="too long for the file system.*use a relative name"):
+        cassette_file(tmp_path, name, YAML)
+
+
+def test_a_file_system_that_refuses_to_look_is_not_writable(tmp_path: Path, monkeypatch) -> None:
+    def refuse(self: Path) -> bool:
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "is_file", refuse)
+    with pytest.raises(NotWritable, match=f"cannot write cassette file {tmp_path / 'x.yaml'}: Permission denied"):
+        cassette_file(tmp_path, "x", YAML)
 
 
 def test_an_existing_yml_file_is_reused(tmp_path: Path) -> None:
