@@ -8,36 +8,40 @@ read files (reload, PUT) run in a thread and only swap the finished index in.
 
 from __future__ import annotations
 
-import json
-import logging
-import math
-import secrets
-from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
+from starlette.types import Lifespan
 
-from .catalog import providers_and_models, served_by_session, summarise, unused
-from .errors import BadRequest, CassetteLoadError, HTTPError, NotFound, TooLarge, Unauthorized, UnknownCassette
+from .admin_guards import (
+    DOCS_PATH,
+    HEALTH_PATH,
+    OPENAPI_PATH,
+    BearerToken,
+    InternalErrors,
+    declare_bearer_token,
+    read_limited,
+)
+from .admin_views import (
+    cassette_summary,
+    failure_summary,
+    interaction_details,
+    journal_reply,
+    json_error,
+    load_report,
+)
+from .catalog import served_by_session, unused
+from .errors import BadRequest, HTTPError, NotFound, UnknownCassette
 from .index import Index
-from .journal import JournalEntry
-from .loader import LoadFailure, LoadResult
-from .models import BodyKind, Cassette, Interaction
+from .loader import LoadResult
+from .models import Cassette
 from .service import CassetteService
 
-log = logging.getLogger("cassette_server")
-
-HEALTH_PATH = "/__admin/health"
-DOCS_PATH = "/__admin/docs"
-OPENAPI_PATH = "/__admin/openapi.json"
 _DOCS_HINT = f"the admin endpoints are listed at {DOCS_PATH}"
 JOURNAL_PAGE = 100  # journal entries answered unless ?limit= asks for more
 
@@ -136,7 +140,7 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
         text = await read_limited(request, service.settings.max_cassette_size)
         added, created, result = await run_in_threadpool(service.put_cassette, name, text)
         served = served_by_session(service.index)
-        body = {"cassette": cassette_summary(added, served), "created": created, **_load_report(result)}
+        body = {"cassette": cassette_summary(added, served), "created": created, **load_report(result)}
         return JSONResponse(body, status_code=201 if created else 200)
 
     @admin.get("/__admin/requests", response_model=list[dict[str, Any]])
@@ -181,155 +185,9 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
     def reload() -> dict[str, Any]:
         """Read the cassette paths again. The new index replaces the old one whole (requests in
         flight finish on the old one); files that fail to load are reported, the rest served."""
-        return {"status": "ok", **_load_report(service.reload())}
+        return {"status": "ok", **load_report(service.reload())}
 
     return admin
-
-
-class BearerToken:
-    """``--admin-token``: every admin call needs ``Authorization: Bearer TOKEN``, except health
-    and the docs. The docs page and the OpenAPI document describe the API and hold no data; a
-    browser cannot send the token to load them, and once loaded, Swagger UI's "Authorize"
-    button sends it with every call tried (``declare_bearer_token``)."""
-
-    OPEN_PATHS = frozenset({HEALTH_PATH, DOCS_PATH, OPENAPI_PATH})
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self.token = token.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.OPEN_PATHS:
-            await self.app(scope, receive, send)
-            return
-        given = dict(scope["headers"]).get(b"authorization")
-        scheme, _, token = (given or b"").partition(b" ")
-        if scheme.lower() == b"bearer" and secrets.compare_digest(token.strip(), self.token):
-            await self.app(scope, receive, send)
-            return
-        problem = "has no 'Authorization: Bearer …' header" if given is None else "has a wrong token"
-        error = Unauthorized(
-            f"This admin call {problem}: the server was started with --admin-token "
-            f"(CASSETTE_SERVER_ADMIN_TOKEN), so every /__admin endpoint except {HEALTH_PATH} and the docs "
-            f"needs 'Authorization: Bearer <token>'."
-        )
-        await json_error(error, headers={"www-authenticate": "Bearer"})(scope, receive, send)
-
-
-def declare_bearer_token(admin: FastAPI) -> None:
-    """Say in the OpenAPI document that calls need the bearer token (health does not), so that
-    Swagger UI at /__admin/docs offers to send it and generated clients know."""
-    build = admin.openapi
-
-    def openapi() -> dict[str, Any]:
-        if admin.openapi_schema is None:
-            schema = build()  # cached by FastAPI in admin.openapi_schema
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "adminToken": {"type": "http", "scheme": "bearer",
-                               "description": "the --admin-token (CASSETTE_SERVER_ADMIN_TOKEN) the server was started with"},
-            }
-            schema["security"] = [{"adminToken": []}]
-            schema["paths"][HEALTH_PATH]["get"]["security"] = []
-        return admin.openapi_schema
-
-    admin.openapi = openapi  # type: ignore[method-assign]
-
-
-class InternalErrors:
-    """Any other exception from an admin route (a bug of ours, a file system error nobody
-    foresaw) is logged with its traceback and answered as a 500 in the JSON error shape, never
-    as a plain-text page."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        except ClientDisconnect:
-            return  # the client left before it sent its body: nobody to answer, nothing wrong here
-        except Exception as error:
-            where = f"{scope['method']} {scope['path']}"
-            log.exception("internal error in the admin call %s", where)
-            if started:  # too late for an error answer: let the server close the connection
-                raise
-            internal = HTTPError(f"cassette-server internal error in {where}: {error!r}; the server log has the "
-                                 "traceback; please report it")
-            await json_error(internal)(scope, receive, send)
-
-
-async def read_limited(request: Request, limit: int) -> bytes:
-    """The request body, refused (TooLarge) as soon as it is known to exceed ``limit`` bytes:
-    from its Content-Length before anything is read, else while it arrives, so a huge body is
-    never held whole."""
-    def too_large(size: str) -> TooLarge:
-        return TooLarge(f"{request.method} {request.url.path}: the body is {size} bytes, more than the {limit} this "
-                        "server accepts (--max-cassette-size, CASSETTE_SERVER_MAX_CASSETTE_SIZE); nothing was written")
-
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large(declared)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large("at least " + str(len(body)))
-    return bytes(body)
-
-
-async def journal_reply(entries: list[JournalEntry], *, near_misses: bool) -> Response:
-    """Journal entries as a JSON array, made in a thread: with near misses of long prompts it
-    can be tens of megabytes, which on the event loop would hold up the streams being replayed.
-    ``entries`` is a list taken on the loop, where replay adds to the journal; an entry never
-    changes once added. Each entry is encoded on its own, so the thread lets go of the GIL (and
-    the loop runs) between them."""
-
-    def encode() -> bytes:
-        return b"[" + b",".join(json_bytes(entry.to_json(near_misses=near_misses)) for entry in entries) + b"]"
-
-    return Response(await run_in_threadpool(encode), media_type="application/json")
-
-
-def json_bytes(value: Any) -> bytes:
-    """``value`` as strict JSON. A near miss shows values from request bodies as they came,
-    which may hold what orjson refuses (integers beyond 64 bits, nesting beyond 254 levels, NaN
-    and infinities as Python's json reads them): then Python's json writes it, nesting cut off
-    with a note, NaN and infinities as text, anything else escaped to ASCII."""
-    try:
-        return orjson.dumps(value)
-    except TypeError:
-        return json.dumps(_strict_json(value, _JSON_DEPTH), separators=(",", ":")).encode()
-
-
-_JSON_DEPTH = 200
-_TOO_DEEP = "(JSON nested too deeply to show)"
-
-
-def _strict_json(value: Any, depth: int) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
-    if isinstance(value, (dict, list)) and depth <= 0:
-        return _TOO_DEEP
-    if isinstance(value, dict):
-        return {key: _strict_json(item, depth - 1) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_strict_json(item, depth - 1) for item in value]
-    return value
-
-
-def json_error(error: HTTPError, status_code: int | None = None, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """The project's JSON error shape (errors.py), with the error's status unless told otherwise."""
-    return JSONResponse(error.to_json(), status_code=status_code or error.status_code, headers=headers)
 
 
 def _loaded_cassette(name: str, index: Index, result: LoadResult) -> Cassette:
@@ -341,59 +199,3 @@ def _loaded_cassette(name: str, index: Index, result: LoadResult) -> Cassette:
         raise UnknownCassette(f"Cassette '{name}' is not loaded: {'; '.join(failed)}. Fix the file, then POST /__admin/reload.")
     names = ", ".join(sorted(index.by_name)) or "none"
     raise UnknownCassette(f"No cassette named '{name}' is loaded (loaded: {names}); GET /__admin/cassettes lists them.")
-
-
-def _load_report(result: LoadResult) -> dict[str, Any]:
-    return {
-        "cassettes": len(result.cassettes),
-        "interactions": result.interaction_count,
-        "load_errors": [load_error_json(error) for error in result.errors],
-    }
-
-
-def cassette_summary(cassette: Cassette, served: dict[Interaction, dict[str, int]]) -> dict[str, Any]:
-    providers, models = providers_and_models(cassette)
-    return {
-        "name": cassette.name,
-        "file": cassette.file,
-        "format": cassette.format,
-        "interactions": len(cassette.interactions),
-        "endpoints": cassette.endpoints,
-        "providers": providers,
-        "models": models,
-        "streaming": any(i.response.kind is not BodyKind.WHOLE for i in cassette.interactions),
-        "served": [{"id": i.id, "times": sum(served.get(i, {}).values())} for i in cassette.interactions],
-        "load_errors": [],
-    }
-
-
-def interaction_details(interaction: Interaction, served: dict[str, int]) -> dict[str, Any]:
-    """An interaction for admin listings: where it is, what it asks and answers, its usage."""
-    return {
-        "interaction": interaction.label,
-        "cassette": interaction.cassette,
-        **summarise(interaction).to_json(),
-        "file": interaction.file,
-        "line": interaction.line,
-        "served": dict(served),
-        "times_served": sum(served.values()),
-    }
-
-
-def failure_summary(failure: LoadFailure) -> dict[str, Any]:
-    return {
-        "name": failure.name,
-        "file": failure.file,
-        "format": None,
-        "interactions": 0,
-        "endpoints": [],
-        "providers": [],
-        "models": [],
-        "streaming": False,
-        "served": [],
-        "load_errors": [load_error_json(error) for error in failure.errors],
-    }
-
-
-def load_error_json(error: CassetteLoadError) -> dict[str, Any]:
-    return {"file": error.file, "line": error.line, "reason": error.reason, "message": str(error)}

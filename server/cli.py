@@ -10,8 +10,8 @@ Every flag also has an environment variable (``CASSETTE_SERVER_PORT``, …; see 
 from __future__ import annotations
 
 import argparse
-import io
 import copy
+import io
 import logging.config
 import sys
 from collections.abc import Callable, Sequence
@@ -21,10 +21,10 @@ from typing import Any
 import uvicorn
 
 from .app import create_app
-from .relaxations import RELAXATIONS
 from .catalog import summarise
 from .checks import check_paths
 from .loader import load_paths
+from .relaxations import RELAXATIONS
 from .settings import Option, Settings
 
 # The options `check` takes besides PATH: the ones that decide which requests are the same.

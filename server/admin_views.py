@@ -1,0 +1,120 @@
+"""The JSON the admin API answers: cassettes, interactions, load errors, journal entries, and
+the project's error shape; strict JSON whatever a request body held."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from .catalog import providers_and_models, summarise
+from .errors import CassetteLoadError, HTTPError
+from .journal import JournalEntry
+from .loader import LoadFailure, LoadResult
+from .models import BodyKind, Cassette, Interaction
+
+
+async def journal_reply(entries: list[JournalEntry], *, near_misses: bool) -> Response:
+    """Journal entries as a JSON array, made in a thread: with near misses of long prompts it
+    can be tens of megabytes, which on the event loop would hold up the streams being replayed.
+    ``entries`` is a list taken on the loop, where replay adds to the journal; an entry never
+    changes once added. Each entry is encoded on its own, so the thread lets go of the GIL (and
+    the loop runs) between them."""
+
+    def encode() -> bytes:
+        return b"[" + b",".join(json_bytes(entry.to_json(near_misses=near_misses)) for entry in entries) + b"]"
+
+    return Response(await run_in_threadpool(encode), media_type="application/json")
+
+
+def json_bytes(value: Any) -> bytes:
+    """``value`` as strict JSON. A near miss shows values from request bodies as they came,
+    which may hold what orjson refuses (integers beyond 64 bits, nesting beyond 254 levels, NaN
+    and infinities as Python's json reads them): then Python's json writes it, nesting cut off
+    with a note, NaN and infinities as text, anything else escaped to ASCII."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(_strict_json(value, _JSON_DEPTH), separators=(",", ":")).encode()
+
+
+_JSON_DEPTH = 200
+_TOO_DEEP = "(JSON nested too deeply to show)"
+
+
+def _strict_json(value: Any, depth: int) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, (dict, list)) and depth <= 0:
+        return _TOO_DEEP
+    if isinstance(value, dict):
+        return {key: _strict_json(item, depth - 1) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_strict_json(item, depth - 1) for item in value]
+    return value
+
+
+def json_error(error: HTTPError, status_code: int | None = None, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The project's JSON error shape (errors.py), with the error's status unless told otherwise."""
+    return JSONResponse(error.to_json(), status_code=status_code or error.status_code, headers=headers)
+
+
+def load_report(result: LoadResult) -> dict[str, Any]:
+    return {
+        "cassettes": len(result.cassettes),
+        "interactions": result.interaction_count,
+        "load_errors": [load_error_json(error) for error in result.errors],
+    }
+
+
+def cassette_summary(cassette: Cassette, served: dict[Interaction, dict[str, int]]) -> dict[str, Any]:
+    providers, models = providers_and_models(cassette)
+    return {
+        "name": cassette.name,
+        "file": cassette.file,
+        "format": cassette.format,
+        "interactions": len(cassette.interactions),
+        "endpoints": cassette.endpoints,
+        "providers": providers,
+        "models": models,
+        "streaming": any(i.response.kind is not BodyKind.WHOLE for i in cassette.interactions),
+        "served": [{"id": i.id, "times": sum(served.get(i, {}).values())} for i in cassette.interactions],
+        "load_errors": [],
+    }
+
+
+def interaction_details(interaction: Interaction, served: dict[str, int]) -> dict[str, Any]:
+    """An interaction for admin listings: where it is, what it asks and answers, its usage."""
+    return {
+        "interaction": interaction.label,
+        "cassette": interaction.cassette,
+        **summarise(interaction).to_json(),
+        "file": interaction.file,
+        "line": interaction.line,
+        "served": dict(served),
+        "times_served": sum(served.values()),
+    }
+
+
+def failure_summary(failure: LoadFailure) -> dict[str, Any]:
+    return {
+        "name": failure.name,
+        "file": failure.file,
+        "format": None,
+        "interactions": 0,
+        "endpoints": [],
+        "providers": [],
+        "models": [],
+        "streaming": False,
+        "served": [],
+        "load_errors": [load_error_json(error) for error in failure.errors],
+    }
+
+
+def load_error_json(error: CassetteLoadError) -> dict[str, Any]:
+    return {"file": error.file, "line": error.line, "reason": error.reason, "message": str(error)}
