@@ -138,7 +138,7 @@ class CassetteService:
 
     def lookup(self, request: ReceivedRequest, *, session: str, scope: str | None, index: Index | None = None) -> Match:
         """The interaction to serve; raises CassetteMiss (explained) or UnknownCassette."""
-        index = index or self.index
+        index = index if index is not None else self.index
         if scope is not None and scope not in index.by_name:
             raise UnknownCassette(unknown_cassette_message(scope, index))
         key = self.rules.key(request.method, request.path, request.query, request.header, request.body)
