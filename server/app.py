@@ -18,13 +18,13 @@ import time
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from .admin import create_admin
+from .admin.routes import create_admin
 from .errors import BadRequest, HTTPError, UnknownCassette
-from .index import DEFAULT_SESSION, Index
 from .journal import JournalEntry
+from .matching.index import DEFAULT_SESSION, Index
 from .models import Interaction, ReceivedRequest
-from .pacing import Pacing, parse_speed
-from .replay import send_recorded
+from .replay.pacing import Pacing, parse_speed
+from .replay.send import send_recorded
 from .service import CassetteService, Match, unknown_cassette_message
 from .settings import Settings
 from .watch import watch_lifespan

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from .index import Index
-from .matching import is_json, parse_json
+from .matching.index import Index
+from .matching.keys import is_json, parse_json
 from .models import BodyKind, Cassette, Interaction
 
 MESSAGE_WIDTH = 80  # characters of the last user message shown in a summary

@@ -20,9 +20,9 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote
 
 from .errors import UnknownFormat
-from .index import key_of
 from .loader import LoadResult, load_paths
-from .matching import MatchKey, MatchRules
+from .matching.index import key_of
+from .matching.keys import MatchKey, MatchRules
 from .models import Interaction
 
 ERROR = "error"

@@ -24,7 +24,7 @@ from .app import create_app
 from .catalog import summarise
 from .checks import check_paths
 from .loader import load_paths
-from .relaxations import RELAXATIONS
+from .matching.relaxations import RELAXATIONS
 from .settings import Option, Settings
 
 # The options `check` takes besides PATH: the ones that decide which requests are the same.

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from .nearmiss import NearMiss
+    from .matching.nearmiss import NearMiss
 
 
 class CassetteServerError(Exception):

@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .errors import CassetteMiss, HTTPError
+from .matching.nearmiss import NearMiss
 from .models import Interaction
-from .nearmiss import NearMiss
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs ~1 µs more on every request

@@ -11,14 +11,14 @@ from functools import cached_property
 from pathlib import Path
 
 from .errors import BadRequest, CassetteLoadError, CassetteMiss, Conflict, InvalidCassette, UnknownCassette
-from .index import Index, Take
 from .journal import Journal
 from .loader import LoadResult, load_bytes, load_paths
-from .matching import MatchKey, MatchRules
+from .matching.index import Index, Take
+from .matching.keys import MatchKey, MatchRules
+from .matching.nearmiss import NearMiss, near_misses, render_difference
+from .matching.relaxations import RELAXATION_NAMES, RelaxedFind
 from .models import Cassette, Interaction, ReceivedRequest
-from .nearmiss import NearMiss, near_misses, render_difference
-from .pacing import Pacing
-from .relaxations import RELAXATION_NAMES, RelaxedFind
+from .replay.pacing import Pacing
 from .settings import Settings
 from .storage import cassette_file, write_whole
 

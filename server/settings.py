@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .index import Exhausted
-from .matching import MatchRules
-from .pacing import parse_speed
+from .matching.index import Exhausted
+from .matching.keys import MatchRules
+from .replay.pacing import parse_speed
 
 ENV_PREFIX = "CASSETTE_SERVER_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")

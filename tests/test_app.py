@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from server import Settings, create_app
-from server.index import Exhausted
+from server.matching.index import Exhausted
 
 from .conftest import BUNDLED, interaction
 

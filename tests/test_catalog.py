@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from server.catalog import last_user_message, model_of, provider_of, shorten, summarise, unused
-from server.index import Exhausted, Index
 from server.loader import load_paths
-from server.matching import MatchRules
+from server.matching.index import Exhausted, Index
+from server.matching.keys import MatchRules
 
 from .conftest import interaction
 

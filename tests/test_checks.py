@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from server.checks import ERROR, WARNING, check_paths, is_placeholder, preview
-from server.matching import MatchRules
+from server.matching.keys import MatchRules
 
 from .conftest import BUNDLED, go_vcr, interaction
 

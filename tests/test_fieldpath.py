@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.fieldpath import ANY_DEPTH, ANY_INDEX, ANY_KEY, format_field_path, parse_field_path, remove_field
+from server.matching.fieldpath import ANY_DEPTH, ANY_INDEX, ANY_KEY, format_field_path, parse_field_path, remove_field
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server.index import Exhausted, Index
 from server.loader import load_paths
-from server.matching import MatchRules
+from server.matching.index import Exhausted, Index
+from server.matching.keys import MatchRules
 
 from .conftest import interaction
 

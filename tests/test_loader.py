@@ -198,8 +198,8 @@ def test_file_names_that_are_not_utf8_are_refused_and_the_rest_load(cassette_dir
 def test_lone_surrogates_in_recorded_json_load(cassette_dir: Path) -> None:
     import json
 
-    from server.index import Exhausted, Index
-    from server.matching import MatchRules
+    from server.matching.index import Exhausted, Index
+    from server.matching.keys import MatchRules
 
     cassette = {"version": 1, "interactions": [{
         "request": {"method": "POST", "uri": "https://x/v1/chat", "headers": {},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.matching import MatchRules, normalise_path, normalise_query
+from server.matching.keys import MatchRules, normalise_path, normalise_query
 
 RULES = MatchRules()
 

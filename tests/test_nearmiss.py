@@ -8,9 +8,8 @@ import json
 import pytest
 
 from server.loader import load_paths
-from server.matching import MatchRules
-from server.models import ReceivedRequest
-from server.nearmiss import (
+from server.matching.keys import MatchRules
+from server.matching.nearmiss import (
     ABSENT,
     KEPT_NEAR_MISS_LENGTH,
     KEPT_VALUE_LENGTH,
@@ -19,6 +18,7 @@ from server.nearmiss import (
     near_misses,
     render_difference,
 )
+from server.models import ReceivedRequest
 
 from .conftest import interaction
 

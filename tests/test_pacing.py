@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.pacing import Pacing
+from server.replay.pacing import Pacing
 from server.responses import build_response
 
 

@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from server import Settings, create_app
-from server.index import Exhausted
-from server.matching import MatchRules
-from server.relaxations import RELAXATION_NAMES, RELAXATIONS, RelaxedIndex, relax
+from server.matching.index import Exhausted
+from server.matching.keys import MatchRules
+from server.matching.relaxations import RELAXATION_NAMES, RELAXATIONS, RelaxedIndex, relax
 
 from .conftest import interaction
 

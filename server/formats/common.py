@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import CassetteLoadError
-from ..matching import normalise_path
+from ..matching.keys import normalise_path
 from ..models import RecordedRequest
 
 # cassette-server's own optional response field: seconds (or Go durations) from the response

@@ -18,9 +18,9 @@ from typing import Any
 
 import orjson
 
+from ..models import Interaction, ReceivedRequest
 from .fieldpath import format_field_path
-from .matching import MatchRules, is_json, normalise_query
-from .models import Interaction, ReceivedRequest
+from .keys import MatchRules, is_json, normalise_query
 
 
 class _Absent:

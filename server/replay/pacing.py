@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .models import RecordedResponse
+from ..models import RecordedResponse
 
 # Slower than a thousandth of the recorded speed is no longer a replay but a hang (and a tiny
 # factor like 1e-300 would make a 1 s recording wait longer than the universe has existed).

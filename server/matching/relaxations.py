@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .matching import MatchKey
+from .keys import MatchKey
 
 Query = tuple[tuple[str, str], ...]
 Rewrite = Callable[[str, Query], tuple[str, Query]]

@@ -18,7 +18,13 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Lifespan
 
-from .admin_guards import (
+from ..catalog import served_by_session, unused
+from ..errors import BadRequest, HTTPError, NotFound, UnknownCassette
+from ..loader import LoadResult
+from ..matching.index import Index
+from ..models import Cassette
+from ..service import CassetteService
+from .guards import (
     DOCS_PATH,
     HEALTH_PATH,
     OPENAPI_PATH,
@@ -27,7 +33,7 @@ from .admin_guards import (
     declare_bearer_token,
     read_limited,
 )
-from .admin_views import (
+from .views import (
     cassette_summary,
     failure_summary,
     interaction_details,
@@ -35,12 +41,6 @@ from .admin_views import (
     json_error,
     load_report,
 )
-from .catalog import served_by_session, unused
-from .errors import BadRequest, HTTPError, NotFound, UnknownCassette
-from .index import Index
-from .loader import LoadResult
-from .models import Cassette
-from .service import CassetteService
 
 _DOCS_HINT = f"the admin endpoints are listed at {DOCS_PATH}"
 JOURNAL_PAGE = 100  # journal entries answered unless ?limit= asks for more

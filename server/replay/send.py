@@ -15,7 +15,7 @@ from sse_starlette import EventSourceResponse
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from .models import BodyKind, RecordedResponse
+from ..models import BodyKind, RecordedResponse
 from .pacing import Pacing
 
 

@@ -11,8 +11,8 @@ from fastapi import FastAPI, Request
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .admin_views import json_error
-from .errors import HTTPError, TooLarge, Unauthorized
+from ..errors import HTTPError, TooLarge, Unauthorized
+from .views import json_error
 
 log = logging.getLogger("cassette_server")
 

@@ -12,8 +12,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .matching import MatchKey, MatchRules
-from .models import Cassette, Interaction
+from ..models import Cassette, Interaction
+from .keys import MatchKey, MatchRules
 from .relaxations import RelaxedIndex
 
 DEFAULT_SESSION = "default"

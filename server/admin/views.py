@@ -12,11 +12,11 @@ import orjson
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from .catalog import providers_and_models, summarise
-from .errors import CassetteLoadError, HTTPError
-from .journal import JournalEntry
-from .loader import LoadFailure, LoadResult
-from .models import BodyKind, Cassette, Interaction
+from ..catalog import providers_and_models, summarise
+from ..errors import CassetteLoadError, HTTPError
+from ..journal import JournalEntry
+from ..loader import LoadFailure, LoadResult
+from ..models import BodyKind, Cassette, Interaction
 
 
 async def journal_reply(entries: list[JournalEntry], *, near_misses: bool) -> Response:

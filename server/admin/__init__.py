@@ -1,0 +1,1 @@
+"""The admin API under /__admin: routes, the guards around them, the JSON they answer."""

@@ -1,0 +1,1 @@
+"""Requests → index keys, the index of recorded interactions, relaxations and near misses."""
