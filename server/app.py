@@ -78,11 +78,12 @@ class CassetteServerApp:
             await send_error(internal, send)
             self._record(scope, session, arrived, error=internal)
             return
-        delivered = None
+        delivery = None
         try:
-            delivered = await send_recorded(match.interaction.response, pacing, arrived, scope, receive, send)
+            delivery = await send_recorded(match.interaction.response, pacing, arrived, scope, receive, send)
         finally:
-            self._record(scope, session, arrived, match=match, client_left=delivered is False)
+            self._record(scope, session, arrived, match=match,
+                         client_left=delivery is not None and not delivery.started)
 
     def _record(
         self, scope: Scope, session: str, arrived: float, *, match: Match | None = None,
