@@ -84,7 +84,7 @@ def test_nothing_to_wait_for_sends_the_body_in_one_message() -> None:
 
 def test_a_client_leaving_between_pieces_gets_no_more() -> None:
     server = FakeServer(leave_after=2)
-    delivery, took = server.replay(sse(), Pacing(speed=1, event_interval=0.05))
+    delivery, _ = server.replay(sse(), Pacing(speed=1, event_interval=0.05))
     assert server.bodies == EVENTS[:2]
     assert delivery == Delivery(started=True, pieces=2, complete=False) and delivery.client_left
 

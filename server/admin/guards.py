@@ -67,8 +67,8 @@ def log_admin_access(access: AdminAccess, settings: Settings) -> None:
     if access is AdminAccess.TOKEN:
         log.info("Admin API: every call except %s and the docs needs the --admin-token", HEALTH_PATH)
     elif access is AdminAccess.LOCAL:
-        log.info("Admin API: open without a token to this machine only (listening on %s); calls from web "
-                 "pages of other sites are refused", where)
+        log.info("Admin API: open without a token to this machine only (listening on %s); web pages of "
+                 "other sites cannot use it", where)
     elif access is AdminAccess.OPEN:
         log.warning("Admin API: open to anyone who can reach %s, writes included (--admin-open): anyone there "
                     "can replace cassettes, reload and reset; set --admin-token unless the network is trusted",
@@ -100,8 +100,8 @@ class ReadOnly:
 
 
 class HostAndOrigin:
-    """Refuses admin calls that a web page made a browser send; SDKs and curl send the Host they
-    were given and no Origin, so they never meet it.
+    """Refuses admin calls that a web page made a browser send. Programs (SDKs, curl) pointed at
+    127.0.0.1 or localhost send that as their Host and no Origin, so they pass.
 
     - DNS rebinding: a page at evil.example re-resolves its name to 127.0.0.1 and calls the
       server as its own origin, so it can read the answers; its requests still say
