@@ -22,6 +22,9 @@ COPY --chown=10001:10001 cassettes /cassettes
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin cassette
 USER 10001:10001
 
+# Listening on every interface makes the admin API read-only (health, listings, the journal):
+# PUT, reload and reset need -e CASSETTE_SERVER_ADMIN_TOKEN=… (sent as a bearer token) or, on a
+# trusted network, -e CASSETTE_SERVER_ADMIN_OPEN=1. The startup log says which mode is on.
 ENV CASSETTE_SERVER_HOST=0.0.0.0 \
     CASSETTE_SERVER_PORT=8080 \
     CASSETTE_SERVER_PATHS=/cassettes

@@ -13,9 +13,13 @@ import argparse
 import copy
 import io
 import logging.config
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import MISSING, Field, fields
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -119,9 +123,31 @@ def serve(settings: Settings) -> int:
     if settings.strict and failures:
         print(f"cassette-server: {len(failures)} cassette file(s) failed to load and --strict is set", file=sys.stderr)
         return 1
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=log_config, log_level=settings.log_level,
-                **UVICORN_OPTIONS)
+    with _sigterm_ends_cleanly():
+        uvicorn.run(app, host=settings.host, port=settings.port, log_config=log_config,
+                    log_level=settings.log_level, **UVICORN_OPTIONS)
     return 0
+
+
+@contextmanager
+def _sigterm_ends_cleanly() -> Iterator[None]:
+    """SIGTERM (``docker stop``, a CI runner ending a service) is how this server is asked to
+    stop: uvicorn then stops accepting, lets replies in flight finish within the grace period,
+    and afterwards raises the signal again for the handler it found. With Python's default
+    handler that kills the finished process (status 143 / -15) as if it had failed; with this
+    one a stop by SIGTERM ends with status 0, also when it comes before uvicorn is listening."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def check(settings: Settings, *, allow_duplicates: bool = False) -> int:
@@ -188,7 +214,8 @@ UVICORN_OPTIONS: dict[str, Any] = {
     # Replayed headers are the recorded ones: no `server: uvicorn`, no second `date`.
     "server_header": False,
     "date_header": False,
-    # A stopping server does not wait out long recorded delays: after 5 s, open replies are cut.
+    # A stopping server (SIGTERM, Ctrl-C) does not wait out long recorded delays: replies in
+    # flight, streams included, get 5 s to finish, then they are cut.
     "timeout_graceful_shutdown": 5,
 }
 

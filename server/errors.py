@@ -7,6 +7,7 @@
     └── HTTPError                answered to a client as one JSON error shape (see ``to_json``)
         ├── BadRequest           400 invalid_request_error / bad_request
         ├── Unauthorized         401 authentication_error / unauthorized
+        ├── Forbidden            403 permission_error / forbidden (an admin call the server refuses to anyone)
         ├── NotFound             404 not_found_error / not_found (no such admin endpoint)
         ├── UnknownCassette      404 not_found_error / unknown_cassette
         ├── CassetteMiss         404 not_found_error / cassette_miss
@@ -99,6 +100,16 @@ class Unauthorized(HTTPError):
     error_type = "authentication_error"
     code = "unauthorized"
     status = "UNAUTHENTICATED"
+
+
+class Forbidden(HTTPError):
+    """An admin call refused whoever makes it: a write to a server exposed without a token, or a
+    call that a web page made (another Host or Origin: DNS rebinding, cross-site requests)."""
+
+    status_code = 403
+    error_type = "permission_error"
+    code = "forbidden"
+    status = "PERMISSION_DENIED"
 
 
 class NotFound(HTTPError):

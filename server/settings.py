@@ -162,6 +162,12 @@ class Settings:
         None,
         secret=True,
     )
+    admin_open: bool = _option(
+        Option("--admin-open", "let anyone who can reach the server change it through the admin API (PUT, reload, "
+               "reset) without a token, also when --host is not a loopback address; only on a trusted network. "
+               "Without it, such a server's admin API is read-only unless --admin-token is set", switch=True),
+        False,
+    )
     max_cassette_size: int = _option(
         Option("--max-cassette-size", "largest body PUT /__admin/cassettes/NAME accepts, in bytes or with a "
                "unit (K, M, G: powers of 1024); a bigger one is refused with 413", _size, "SIZE"),

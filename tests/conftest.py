@@ -86,6 +86,13 @@ def live_server(settings: Settings) -> Iterator[tuple[str, CassetteServerApp]]:
 @contextmanager
 def running(app: Any) -> Iterator[str]:
     """Any ASGI app on a real uvicorn on a free port, in a thread; yields its base URL."""
+    with running_server(app) as (url, _):
+        yield url
+
+
+@contextmanager
+def running_server(app: Any) -> Iterator[tuple[str, uvicorn.Server]]:
+    """Like ``running``, and yields the uvicorn.Server too, for tests that stop it themselves."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -98,7 +105,7 @@ def running(app: Any) -> Iterator[str]:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         thread.join(timeout=10)

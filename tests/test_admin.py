@@ -25,6 +25,7 @@ from server.journal import Journal, JournalEntry
 
 from .conftest import go_vcr, interaction
 
+LOCAL = "http://127.0.0.1:8080"  # a loopback-bound server answers admin calls to loopback names only
 LONG = "You are a careful assistant. " * 40  # a long system prompt, ~1 200 characters
 
 
@@ -38,7 +39,7 @@ def client(cassette_dir: Path) -> Callable[..., TestClient]:
     """client(**settings) → a TestClient on a fresh app serving ``cassette_dir`` at speed 0."""
 
     def make(**options) -> TestClient:
-        return TestClient(create_app(Settings(paths=(cassette_dir,), speed=0, **options)))
+        return TestClient(create_app(Settings(paths=(cassette_dir,), speed=0, **options)), base_url=LOCAL)
 
     return make
 
@@ -381,7 +382,7 @@ def test_put_refuses_a_symlink_out_of_the_directory(cassette_dir: Path, tmp_path
 
 def test_put_without_a_cassette_directory_is_a_conflict(write_cassette, cassette_dir: Path) -> None:
     file = write_cassette("only", interaction())
-    app = TestClient(create_app(Settings(paths=(file,), speed=0)))
+    app = TestClient(create_app(Settings(paths=(file,), speed=0)), base_url=LOCAL)
     response = app.put("/__admin/cassettes/new", content=go_vcr(interaction()))
     assert response.status_code == 409 and "no cassette directory" in response.json()["error"]["message"]
 

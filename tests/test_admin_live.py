@@ -150,7 +150,7 @@ def test_raw_dot_dot_in_a_put_is_refused(cassette_dir: Path, serve, tmp_path: Pa
     url, _ = serve(cassette_dir)
     parts = urlsplit(url)
     body = b"version: 2\ninteractions: []\n"
-    request = (b"PUT /__admin/cassettes/../escaped HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    request = (b"PUT /__admin/cassettes/../escaped HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
         sock.sendall(request)

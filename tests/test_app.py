@@ -18,7 +18,8 @@ from .conftest import BUNDLED, interaction
 def call(settings: Settings, *requests: tuple[str, str, dict]) -> list[httpx.Response]:
     async def run() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=create_app(settings))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        # a loopback name: the server bound to loopback refuses admin calls to any other (DNS rebinding)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8080") as client:
             return [await client.request(method, url, **kw) for method, url, kw in requests]
 
     return asyncio.run(run())

@@ -33,3 +33,14 @@ def test_speed_zero_never_waits() -> None:
     pacing = Pacing(speed=0, event_interval=0.05)
     assert pacing.header_delay(sse([0, 1, 2])) == 0
     assert pacing.chunk_offset(sse([0, 1, 2]), 2) == 0
+
+
+def test_waits_between_pieces_only_when_one_is_due_after_the_headers() -> None:
+    assert Pacing(speed=1, event_interval=0.05).waits_between(sse())
+    assert Pacing(speed=1, event_interval=0.05).waits_between(sse([0, 0, 0.01]))
+    assert not Pacing(speed=1, event_interval=0.05).waits_between(sse([0, 0, 0]))  # recorded offsets win
+    assert not Pacing(speed=1, event_interval=0).waits_between(sse())
+    assert not Pacing(speed=0, event_interval=0.05).waits_between(sse([0, 1, 2]))
+    single = build_response(status=200, reason=None, headers=[("Content-Type", "text/event-stream")],
+                            body=b"data: 1\n\n", duration=0)
+    assert not Pacing(speed=1, event_interval=0.05).waits_between(single)  # the first piece goes at once

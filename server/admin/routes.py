@@ -28,9 +28,14 @@ from .guards import (
     DOCS_PATH,
     HEALTH_PATH,
     OPENAPI_PATH,
+    AdminAccess,
     BearerToken,
+    HostAndOrigin,
     InternalErrors,
+    ReadOnly,
     declare_bearer_token,
+    is_loopback,
+    log_admin_access,
     read_limited,
 )
 from .views import (
@@ -74,12 +79,18 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
         swagger_ui_oauth2_redirect_url=None,
         lifespan=lifespan,
     )
-    token = service.settings.admin_token
+    settings = service.settings
+    token = settings.admin_token
     if token is not None:
         if not token.strip():  # "Bearer " would match an empty token: that is no protection
             raise ValueError("the admin token is empty; set a token, or run without one")
         admin.add_middleware(BearerToken, token=token.strip())
         declare_bearer_token(admin)
+    access = AdminAccess.of(settings)
+    if access is AdminAccess.READ_ONLY:
+        admin.add_middleware(ReadOnly, host=settings.host)
+    log_admin_access(access, settings)
+    admin.add_middleware(HostAndOrigin, loopback_hosts_only=is_loopback(settings.host))
     admin.add_middleware(InternalErrors)
 
     @admin.exception_handler(HTTPError)

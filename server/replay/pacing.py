@@ -46,3 +46,13 @@ class Pacing:
         offsets = response.event_offsets
         recorded = offsets[position] if offsets is not None else position * self.event_interval
         return recorded / self.speed
+
+    def waits_between(self, response: RecordedResponse) -> bool:
+        """Whether any piece of the body is due after the headers; when none is, the body can
+        go out at once, whole."""
+        if not self.speed:
+            return False
+        offsets = response.event_offsets
+        if offsets is None:
+            return self.event_interval > 0 and len(response.chunks) > 1
+        return any(offset > 0 for offset in offsets)

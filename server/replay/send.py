@@ -1,20 +1,21 @@
-"""Sending a recorded response over ASGI: headers after the recorded delay, then the body whole
-or piece by piece (SSE events through sse-starlette, event-stream frames through Starlette's
-StreamingResponse, both of which stop when the client goes away).
+"""Sending a recorded response over plain ASGI: headers after the recorded delay, then the body
+whole, or piece by piece (SSE events, event-stream frames) at their offsets, each piece in its
+own ``http.response.body`` message so the server flushes it on its own.
 
 The bytes sent are exactly the recorded ones: the pieces concatenate to the recorded body and
-the header list is the one prepared at load time.
+the header list is the one prepared at load time. No streaming library stands in between:
+sse-starlette (used before) keeps process-wide shutdown state that cut every later server's
+streams in the same process, and cut streams at once on SIGTERM instead of giving them the
+server's grace period; a plain loop has no state beyond the one response, so streams finish
+within uvicorn's ``timeout_graceful_shutdown`` like every other reply.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from sse_starlette import EventSourceResponse
-from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ..models import BodyKind, RecordedResponse
 from .pacing import Pacing
@@ -25,8 +26,8 @@ class Delivery:
     """What reached the client of a recorded response."""
 
     started: bool  # the headers went out: the answer was committed
-    pieces: int = 0  # body pieces (events, frames, or the one whole body) sent
-    complete: bool = False  # every piece was sent
+    pieces: int = 0  # recorded body pieces (events, frames, or the one whole body) handed to the server
+    complete: bool = False  # every piece was handed to the server
 
     @property
     def client_left(self) -> bool:
@@ -41,58 +42,69 @@ async def send_recorded(
     The Delivery says whether the client went away before the headers were due (nothing was
     sent) or during the body, and how many pieces it got.
     """
-    loop = asyncio.get_running_loop()
-    delay = arrived + pacing.header_delay(response) - loop.time()
-    if delay > 0 and not await _still_connected_after(delay, receive):
-        return Delivery(started=False)
-    if response.kind is BodyKind.WHOLE:
-        await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
-        await send({"type": "http.response.body", "body": response.body})
-        return Delivery(started=True, pieces=1, complete=True)
-    sent = [0]
-    pieces = _paced(response, pacing, sent)
-    streamer: StreamingResponse | EventSourceResponse
-    if response.kind is BodyKind.SSE:
-        # ping=0: keep-alive comments would add bytes that were never recorded.
-        streamer = EventSourceResponse(pieces, status_code=response.status, ping=0)
-    else:
-        streamer = StreamingResponse(pieces, status_code=response.status)
-    streamer.raw_headers = list(response.headers)  # the recorded headers; nothing of the library's
-    await streamer(scope, receive, send)
-    return Delivery(started=True, pieces=sent[0], complete=sent[0] == len(response.chunks))
-
-
-async def _still_connected_after(delay: float, receive: Receive) -> bool:
-    """Wait ``delay`` seconds, unless the client disconnects first (then return False at once).
-
-    The request body has been read, so the next ASGI message should be ``http.disconnect``;
-    anything else is ignored.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + delay
-    listener = asyncio.ensure_future(receive())
+    client = _Client(receive)
     try:
-        while (remaining := deadline - loop.time()) > 0:
-            done, _ = await asyncio.wait({listener}, timeout=remaining)
-            if not done:
-                break
-            if listener.result()["type"] == "http.disconnect":
-                return False
-            listener = asyncio.ensure_future(receive())
-        return True
+        delay = arrived + pacing.header_delay(response) - asyncio.get_running_loop().time()
+        if not await client.stays(delay):
+            return Delivery(started=False)
+        await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
+        if response.kind is BodyKind.WHOLE or not pacing.waits_between(response):
+            # Nothing to wait for between pieces: one message carries them all (byte-exact all
+            # the same, and one write instead of one per event).
+            await send({"type": "http.response.body", "body": response.body})
+            return Delivery(started=True, pieces=len(response.chunks), complete=True)
+        sent = await _send_paced(response, pacing, client, send)
+        return Delivery(started=True, pieces=sent, complete=sent == len(response.chunks))
     finally:
-        if not listener.done():
-            listener.cancel()
+        client.stop_listening()
 
 
-async def _paced(response: RecordedResponse, pacing: Pacing, sent: list[int]) -> AsyncIterator[bytes]:
-    """Yield the body's pieces, each at its offset from the moment the headers went out;
-    ``sent[0]`` counts those handed on."""
+async def _send_paced(response: RecordedResponse, pacing: Pacing, client: _Client, send: Send) -> int:
+    """Send each piece at its offset from the headers, then end the body; stop at once when the
+    client leaves (also while waiting). Returns the number of pieces handed to the server."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     for position, piece in enumerate(response.chunks):
-        wait = start + pacing.chunk_offset(response, position) - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        yield piece
-        sent[0] += 1
+        if not await client.stays(start + pacing.chunk_offset(response, position) - loop.time()):
+            return position
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return len(response.chunks)
+
+
+class _Client:
+    """The client of one response, as far as leaving goes: a single pending ``receive()`` that
+    completes with ``http.disconnect`` when it goes away. Created at the first real wait, so a
+    response that never waits costs no task."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._listener: asyncio.Future[Message] | None = None
+        self.left = False
+
+    async def stays(self, seconds: float) -> bool:
+        """Wait ``seconds`` (none when <= 0) unless the client leaves first; False at once when
+        it has left (now or before).
+
+        The request body has been read, so the next ASGI message should be ``http.disconnect``;
+        anything else is ignored.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while not self.left:
+            if self._listener is not None and self._listener.done():
+                message = self._listener.result()
+                self._listener = None
+                self.left = message["type"] == "http.disconnect"
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return True
+            if self._listener is None:
+                self._listener = asyncio.ensure_future(self._receive())
+            await asyncio.wait({self._listener}, timeout=remaining)
+        return False
+
+    def stop_listening(self) -> None:
+        if self._listener is not None and not self._listener.done():
+            self._listener.cancel()
