@@ -1,12 +1,15 @@
 """The service behind both the replay endpoint and the admin API: loaded cassettes, the index,
-lookups and miss explanations. It knows nothing of HTTP frameworks, so it works in-process.
+the sessions' positions, lookups and miss explanations, and the one swap through which a reload,
+a PUT or the file watcher puts a new index in place. It knows nothing of HTTP frameworks, so it
+works in-process.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from .matching.index import Index, Take
 from .matching.keys import MatchKey, MatchRules
 from .matching.nearmiss import NearMiss, near_misses, render_difference
 from .matching.relaxations import RELAXATION_NAMES, RelaxedFind
+from .matching.sessions import Sessions
 from .models import Cassette, Interaction, ReceivedRequest
 from .replay.pacing import Pacing
 from .settings import Settings
@@ -43,12 +47,23 @@ class Loaded:
 
     result: LoadResult
     index: Index
+    resolved: Mapping[str, Path] = field(default_factory=dict)  # every file read (loaded or not) → resolved
+
+    @classmethod
+    def of(cls, result: LoadResult, index: Index, resolved_before: Mapping[str, Path]) -> Loaded:
+        """Resolving a path is a system call: files read before keep the path resolved then."""
+        read = [cassette.file for cassette in result.cassettes] + [failure.file for failure in result.failures]
+        return cls(result, index, {file: resolved_before.get(file) or Path(file).resolve() for file in read})
 
     @cached_property
     def files(self) -> frozenset[Path]:
         """Every file this load read, loaded or not, resolved (for the file watcher)."""
-        read = [cassette.file for cassette in self.result.cassettes] + [failure.file for failure in self.result.failures]
-        return frozenset(Path(file).resolve() for file in read)
+        return frozenset(self.resolved.values())
+
+    def unchanged(self, changed: Collection[Path]) -> dict[str, Cassette]:
+        """The cassettes loaded from files that are not among the ``changed`` (resolved) paths, by file."""
+        changed = set(changed)
+        return {cassette.file: cassette for cassette in self.result.cassettes if self.resolved[cassette.file] not in changed}
 
 
 class CassetteService:
@@ -56,7 +71,8 @@ class CassetteService:
         self.settings = settings
         self.rules: MatchRules = settings.match_rules()
         self.pacing = Pacing(settings.speed, settings.event_interval)
-        self.loaded = Loaded(LoadResult(), Index((), self.rules, settings.exhausted))
+        self.sessions = Sessions(settings.max_sessions)  # outlives every index: positions survive reloads
+        self.loaded = Loaded(LoadResult(), Index((), self.rules, settings.exhausted, sessions=self.sessions))
         self.journal = Journal(settings.journal_size)
         self._reload_lock = threading.Lock()  # admin calls and the file watcher may reload at once
         self._put_files: dict[Path, int] = {}  # file written by PUT → its mtime (ns) right after
@@ -66,26 +82,52 @@ class CassetteService:
     def index(self) -> Index:
         return self.loaded.index
 
-    def reload(self) -> LoadResult:
-        """Read the cassette paths again and swap the new index in (sequence positions and usage
-        counts start afresh; the journal is kept). Files that fail to load are reported in the
-        result; the others are served."""
+    def reload(self, changed: Collection[Path] | None = None) -> LoadResult:
+        """Read the cassette paths again and swap the new index in (``_swap``): every file, or
+        when the ``changed`` files (resolved paths) are known, only those; the other cassettes are
+        carried over as they are. Files that fail to load are reported in the result; the others
+        are served."""
         with self._reload_lock:  # one at a time, so the last swap holds the latest files
-            result = load_paths(self.settings.paths)
-            self.loaded = Loaded(result, Index(result.cassettes, self.rules, self.settings.exhausted))
-        log_load(result, self.settings)
+            reuse = self.loaded.unchanged(changed) if changed is not None else {}
+            result = load_paths(self.settings.paths, reuse=reuse)
+            self._swap(result)
+        log_load(result, self.settings, reused=reuse)
         return result
+
+    def swap_in(self, cassette: Cassette) -> LoadResult:
+        """Serve ``cassette`` in place of the loaded cassette of its name (or beside the others
+        when the name is new), reading no file: only it is keyed again, and sessions keep their
+        place in its recordings that were there before. For recording, which adds interactions
+        as they are recorded."""
+        with self._reload_lock:
+            result = self.loaded.result.replacing(cassette)
+            self._swap(result)
+        log.info("Cassette '%s' swapped in: %d interactions", cassette.name, len(cassette.interactions))
+        return result
+
+    def _swap(self, result: LoadResult) -> None:
+        """The one place a new index takes over (reload, PUT, --watch, swap_in); called with the
+        reload lock held. The new index is built from the current one, keying again only the
+        cassettes that are not the very same objects, and swapped in whole: requests in flight
+        finish on the old one. Then every session's positions and usage counts of the changed
+        cassettes are carried over: kept for each recording still there (positions clamped to
+        its sequence's new length), dropped for the others. The state of unchanged cassettes
+        needs nothing: it is keyed by plain values, which the new index shares."""
+        previous = self.loaded
+        index = Index(result.cassettes, self.rules, self.settings.exhausted, sessions=self.sessions, previous=previous.index)
+        self.loaded = Loaded.of(result, index, previous.resolved)
+        self.sessions.adopt(index.changed, index.sequence)
 
     def reset(self, session: str | None = None) -> None:
         """Rewind sequence positions and usage counts and forget journal entries, of every
         session or of one."""
-        self.index.reset(session)
+        self.sessions.reset(session)
         self.journal.clear(session)
 
     def put_cassette(self, name: str, text: bytes) -> tuple[Cassette, bool, LoadResult]:
         """Validate cassette text, write it as cassette ``name`` under the first cassette
-        directory and reload. Returns the loaded cassette, whether its file is new, and the
-        reload's result. Nothing is written when the text does not load."""
+        directory and reload that file. Returns the loaded cassette, whether its file is new, and
+        the reload's result. Nothing is written when the text does not load."""
         directory = self.cassette_directory()
         target = cassette_file(directory, name, text)
         loaded = self.index.by_name.get(name)
@@ -102,9 +144,10 @@ class CassetteService:
             raise BadRequest(_not_saved(name, error.problems)) from None
         created = not target.exists()
         write_whole(target, text)
-        self._put_files[target.resolve()] = target.stat().st_mtime_ns
+        written = target.resolve()
+        self._put_files[written] = target.stat().st_mtime_ns
         log.info("Cassette '%s' %s by the admin API: %s", name, "added" if created else "replaced", target)
-        result = self.reload()
+        result = self.reload(changed={written})
         cassette = self.index.by_name.get(name)
         if cassette is None:  # only when another writer changed the file between write and reload
             problems = [str(error) for failure in result.failures if failure.name == name for error in failure.errors]
@@ -225,20 +268,26 @@ def _describe_relaxations(relaxed: RelaxedFind, index: Index, scope: str | None)
     )
 
 
-def log_load(result: LoadResult, settings: Settings) -> None:
-    """What was loaded, per cassette and per endpoint, and every file that was not, and why."""
+def log_load(result: LoadResult, settings: Settings, *, reused: Mapping[str, Cassette] | None = None) -> None:
+    """What was loaded, per cassette and per endpoint, and every file that was not, and why.
+    After a reload of the files that changed (``reused``: the cassettes carried over, by file),
+    only the cassettes read again are named."""
     paths = ", ".join(str(path) for path in settings.paths)
     log.info("Loaded %d cassettes (%d interactions) from %s", len(result.cassettes), result.interaction_count, paths)
+    reused = reused or {}
     endpoints: dict[str, int] = {}
     for cassette in result.cassettes:
+        if reused.get(cassette.file) is cassette:
+            continue
         log.info("  %s: %d interactions (%s, %s)", cassette.name, len(cassette.interactions), cassette.format, cassette.file)
         for interaction in cassette.interactions:
             endpoint = f"{interaction.request.method} {interaction.request.path}"
             endpoints[endpoint] = endpoints.get(endpoint, 0) + 1
             for note in interaction.response.notes:
                 log.warning("  %s (%s:%s): %s", interaction.label, interaction.file, interaction.line, note)
-    for endpoint, count in endpoints.items():
-        log.info("Endpoint %s: %d interactions", endpoint, count)
+    if not reused:
+        for endpoint, count in endpoints.items():
+            log.info("Endpoint %s: %d interactions", endpoint, count)
     for error in result.errors:
         log.error("Cannot load %s", error)
     if not result.cassettes and not result.errors:

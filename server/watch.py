@@ -2,9 +2,10 @@
 
 Uses watchfiles (inotify and friends, polling where those do not work: set
 ``WATCHFILES_FORCE_POLLING=1``). A burst of changes, e.g. a whole folder re-recorded, gives one
-reload. Reloads go through ``CassetteService.reload``, so the guarantees are the admin API's:
-the new index replaces the old one whole, requests in flight finish on the old one, and files
-that fail to load are reported while the others are served.
+reload, which reads only the files that changed. Reloads go through ``CassetteService.reload``, so
+the guarantees are the admin API's: the new index replaces the old one whole, requests in flight
+finish on the old one, sessions keep their positions, and files that fail to load are reported
+while the others are served.
 """
 
 from __future__ import annotations
@@ -97,6 +98,6 @@ async def watch_cassettes(service: CassetteService, stop: asyncio.Event) -> None
             continue
         log.info("Cassette files changed (%s): reloading", changed)
         try:
-            await asyncio.to_thread(service.reload)
+            await asyncio.to_thread(service.reload, {path.resolve() for path in paths})  # only what changed
         except Exception:  # keep watching: the next change may fix it
             log.exception("reload after a file change failed; still serving the cassettes loaded before")

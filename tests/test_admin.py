@@ -184,6 +184,21 @@ def test_journal_replies_are_encoded_off_the_event_loop(write_cassette, client, 
     assert on_loop == {"entries": [True, True], "to_json": [False] * 4}
 
 
+def test_put_and_reload_keep_every_sessions_place(write_cassette, client) -> None:
+    write_cassette("seq", *[interaction(chat("hi"), response_body=f"answer {n}") for n in range(3)])
+    app = client()
+
+    def reply(session: str = "job-1") -> bytes:
+        return app.post("/v1/chat/completions", content=chat("hi"), headers={"X-Cassette-Session": session}).content
+
+    assert reply() == b"answer 0"
+    assert app.put("/__admin/cassettes/unrelated", content=go_vcr(interaction(chat("other")))).status_code == 201
+    assert reply() == b"answer 1"  # was answer 0 again: every session rewound
+    assert app.post("/__admin/reload").status_code == 200
+    assert [reply(), reply("job-2")] == [b"answer 2", b"answer 0"]
+    assert [i["interaction"] for i in app.get("/__admin/unused?session=job-1").json()] == ["unrelated#0"]
+
+
 def test_near_misses_of_any_json_can_be_listed(write_cassette, client) -> None:
     write_cassette("chat", interaction('{"a": 1, "b": 2}'))
     app = client()

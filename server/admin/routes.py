@@ -18,7 +18,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Lifespan
 
-from ..catalog import served_by_session, unused
+from ..catalog import unused
 from ..errors import BadRequest, HTTPError, NotFound, UnknownCassette
 from ..loader import LoadResult
 from ..matching.index import Index
@@ -117,8 +117,8 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
         """Every cassette loaded (with providers, models and usage), then every file that failed
         to load with its errors."""
         loaded = service.loaded
-        served = served_by_session(loaded.index)
-        return [cassette_summary(c, served) for c in loaded.result.cassettes] + [
+        usage = loaded.index.usage()
+        return [cassette_summary(c, usage) for c in loaded.result.cassettes] + [
             failure_summary(f) for f in loaded.result.failures
         ]
 
@@ -127,20 +127,19 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
         """One cassette's interactions: request summary, response, recorded timing, times served."""
         loaded = service.loaded
         found = _loaded_cassette(name, loaded.index, loaded.result)
-        served = served_by_session(loaded.index)
-        summary = cassette_summary(found, served)
+        usage = loaded.index.usage()
+        summary = cassette_summary(found, usage)
         del summary["interactions"], summary["served"]  # counts, given in full per interaction below
-        summary["interactions"] = [interaction_details(i, served.get(i, {})) for i in found.interactions]
+        summary["interactions"] = [interaction_details(i, usage.get(i, {})) for i in found.interactions]
         return summary
 
     @admin.put("/__admin/cassettes/{name:cassette_name}")
     async def put_cassette(name: str, request: Request) -> JSONResponse:
         """Add or replace cassette NAME with the YAML in the body: validated first, written under
-        the first cassette directory, then every cassette is reloaded. 201 when new, else 200."""
+        the first cassette directory, then that file is reloaded. 201 when new, else 200."""
         text = await read_limited(request, service.settings.max_cassette_size)
         added, created, result = await run_in_threadpool(service.put_cassette, name, text)
-        served = served_by_session(service.index)
-        body = {"cassette": cassette_summary(added, served), "created": created, **load_report(result)}
+        body = {"cassette": cassette_summary(added, service.index.usage()), "created": created, **load_report(result)}
         return JSONResponse(body, status_code=201 if created else 200)
 
     @admin.get("/__admin/requests", response_model=list[dict[str, Any]])
@@ -172,8 +171,8 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
         loaded = service.loaded
         if cassette is not None:
             _loaded_cassette(cassette, loaded.index, loaded.result)
-        served = served_by_session(loaded.index)  # unused in one session may be used in others
-        return [interaction_details(i, served.get(i, {})) for i in unused(loaded.index, session=session, cassette=cassette)]
+        usage = loaded.index.usage()  # unused in one session may be used in others
+        return [interaction_details(i, usage.get(i, {})) for i in unused(loaded.index, usage, session=session, cassette=cassette)]
 
     @admin.post("/__admin/reset")
     async def reset(session: str | None = Query(None, description="only this session (default: all)")) -> dict[str, Any]:
@@ -183,8 +182,9 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
 
     @admin.post("/__admin/reload")
     def reload() -> dict[str, Any]:
-        """Read the cassette paths again. The new index replaces the old one whole (requests in
-        flight finish on the old one); files that fail to load are reported, the rest served."""
+        """Read every cassette file again. The new index replaces the old one whole (requests in
+        flight finish on the old one) and sessions keep their positions in every recording still
+        there; files that fail to load are reported, the rest served."""
         return {"status": "ok", **load_report(service.reload())}
 
     return admin
