@@ -20,7 +20,7 @@ from .matching.index import Index, Take
 from .matching.keys import MatchKey, MatchRules
 from .matching.nearmiss import NearMiss, near_misses, render_difference
 from .matching.relaxations import RELAXATION_NAMES, RelaxedFind
-from .matching.sessions import Sessions
+from .matching.sessions import DEFAULT_SESSION, Recording, Sessions
 from .models import Cassette, Interaction, ReceivedRequest
 from .replay.pacing import Pacing
 from .settings import Settings
@@ -34,11 +34,13 @@ JOURNALED_NEAR_MISSES = 3  # closest recordings a miss carries (the message show
 
 @dataclass(frozen=True)
 class Match:
-    """A successful lookup: what to serve, and how it was found."""
+    """A successful lookup: what to serve, how it was found, and what was taken to serve it."""
 
     interaction: Interaction
     repeated: bool = False  # served again after its sequence was used up (--exhausted repeat-last)
     relaxation: str | None = None  # the matching relaxation that found it, if the strict match failed
+    session: str = DEFAULT_SESSION
+    recording: Recording | None = None  # the position taken: given back if the answer is never committed
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,7 @@ class CassetteService:
         key = self.rules.key(request.method, request.path, request.query, request.header, request.body)
         take = index.take(key, session=session, scope=scope)
         if take.interaction is not None:
-            return Match(take.interaction, repeated=take.repeated)
+            return Match(take.interaction, take.repeated, session=session, recording=take.recording)
         relaxed = None
         if not take.candidates and not self.settings.no_relax:
             relaxed = index.relaxed.find(key, scope)
@@ -196,10 +198,16 @@ class CassetteService:
                 if take.interaction is not None:
                     log.debug("%s %s matched %s through the relaxation %s", request.method, request.path,
                               take.interaction.label, relaxed.name)
-                    return Match(take.interaction, repeated=take.repeated, relaxation=relaxed.name)
+                    return Match(take.interaction, take.repeated, relaxed.name, session, take.recording)
         miss = self.explain_miss(request, key, take, session=session, scope=scope, index=index, relaxed=relaxed)
         log.warning("%s", miss.message)
         raise miss
+
+    def give_back(self, match: Match) -> None:
+        """The client left before ``match``'s answer was committed (nothing was sent): its
+        recording is the next one served in its session, and it does not count as served."""
+        if match.recording is not None:
+            self.sessions.give_back(match.session, match.recording, advanced=not match.repeated)
 
     def explain_miss(
         self, request: ReceivedRequest, key: MatchKey, take: Take, *, session: str, scope: str | None, index: Index,

@@ -91,6 +91,17 @@ def test_served_counts(write_cassette, cassette_dir) -> None:
     assert counts == {("s", "a#0"): 1, ("s", "a#1"): 1, ("s", "b#0"): 2}
 
 
+def test_a_position_given_back_is_served_next_smallest_first(write_cassette, cassette_dir) -> None:
+    write_cassette("a", *[interaction(response_body=f"a{n}") for n in range(4)])
+    idx = Index(load_paths([cassette_dir]).cassettes, RULES, Exhausted.REPEAT_LAST)
+    takes = [idx.take(key(), session="s") for _ in range(3)]
+    for given_back in (takes[2], takes[0]):  # their clients left before the headers
+        idx.sessions.give_back("s", given_back.recording, advanced=True)
+    assert bodies(idx, 4, session="s") == [b"a0", b"a2", b"a3", b"a3"]
+    counts = {i.label: by_session["s"] for i, by_session in idx.usage().items()}
+    assert counts == {"a#0": 1, "a#1": 1, "a#2": 1, "a#3": 2}  # what was given back was not counted twice
+
+
 def test_sessions_are_bounded_least_recently_used_first(write_cassette, cassette_dir, caplog) -> None:
     idx = index(write_cassette, cassette_dir, sessions=Sessions(limit=2))
     with caplog.at_level(logging.INFO, logger="cassette_server"):

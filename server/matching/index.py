@@ -42,6 +42,7 @@ class Take:
     interaction: Interaction | None
     candidates: tuple[Interaction, ...] = ()
     repeated: bool = False  # served again after the sequence was used up
+    recording: Recording | None = None  # what was taken, to give it back if it is not delivered
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,7 +151,7 @@ class Index:
                 ordinal, repeated = len(sequence.interactions) - 1, True  # the last of the last sequence
             recording = sequence.recordings[ordinal]
             state.served[recording] += 1
-        return Take(sequence.interactions[ordinal], repeated=repeated)
+        return Take(sequence.interactions[ordinal], repeated=repeated, recording=recording)
 
     def peek(self, key: MatchKey) -> tuple[Interaction, ...]:
         """Every interaction recorded for ``key``, across cassettes, without taking any."""

@@ -14,6 +14,7 @@ listings read it from worker threads, so every access holds one lock, briefly.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 from collections import Counter, OrderedDict
@@ -31,22 +32,46 @@ Recording = tuple[str, MatchKey, int]  # (cassette name, match key, ordinal in t
 
 
 class SessionState:
-    """One session: the next position in each sequence it used, and how often each recording
-    was served."""
+    """One session: the next position in each sequence it used, positions given back (a client
+    that left before its answer was committed), and how often each recording was served."""
 
-    __slots__ = ("positions", "served")
+    __slots__ = ("positions", "returned", "served")
 
     def __init__(self) -> None:
         self.positions: dict[SequenceRef, int] = {}
+        self.returned: dict[SequenceRef, list[int]] = {}  # heaps: the smallest is served first
         self.served: Counter[Recording] = Counter()
 
     def next(self, ref: SequenceRef, length: int) -> int | None:
-        """Take the next ordinal of a sequence of ``length`` recordings; None when all are used up."""
+        """Take the next ordinal of a sequence of ``length`` recordings: a given-back one first
+        (smallest first), else the next unserved one; None when all are used up."""
+        if self.returned:
+            returned = self.returned.get(ref)
+            while returned:
+                ordinal = heapq.heappop(returned)
+                if ordinal < length:  # a reload may have shortened the sequence since
+                    if not returned:
+                        del self.returned[ref]
+                    return ordinal
+            if returned is not None:
+                del self.returned[ref]
         position = self.positions.get(ref, 0)
         if position < length:
             self.positions[ref] = position + 1
             return position
         return None
+
+    def give_back(self, recording: Recording, *, advanced: bool) -> None:
+        """Undo one take of ``recording``: it was never delivered. Only a position this state has
+        passed is given back (not one from before a reset, or beyond a shortened sequence)."""
+        times = self.served.get(recording, 0)
+        if times <= 1:
+            self.served.pop(recording, None)
+        else:
+            self.served[recording] = times - 1
+        ref = (recording[0], recording[1])
+        if advanced and recording[2] < self.positions.get(ref, 0):
+            heapq.heappush(self.returned.setdefault(ref, []), recording[2])
 
     def adopt(self, changed: Collection[str], sequence: Callable[[SequenceRef], tuple[SequenceRef, int] | None]) -> None:
         """Carry the state of cassettes in ``changed`` over to a new index. ``sequence`` gives the
@@ -58,6 +83,12 @@ class SessionState:
             found = sequence(ref)
             if found is not None:
                 self.positions[found[0]] = min(position, found[1])
+        for ref in [ref for ref in self.returned if ref[0] in changed]:
+            ordinals = self.returned.pop(ref)
+            found = sequence(ref)
+            if found is not None and (kept := [n for n in ordinals if n < found[1]]):
+                heapq.heapify(kept)
+                self.returned[found[0]] = kept
         for recording in [recording for recording in self.served if recording[0] in changed]:
             times = self.served.pop(recording)
             found = sequence((recording[0], recording[1]))
@@ -88,6 +119,14 @@ class Sessions:
         else:
             self._states.move_to_end(session)
         return state
+
+    def give_back(self, session: str, recording: Recording, *, advanced: bool) -> None:
+        """Return a taken recording (its client left before the answer was committed): it is the
+        next one served in that session. Nothing to do when the session was forgotten since."""
+        with self.lock:
+            state = self._states.get(session)
+            if state is not None:
+                state.give_back(recording, advanced=advanced)
 
     def reset(self, session: str | None = None) -> None:
         """Forget one session's state, or every session's."""
