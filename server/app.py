@@ -1,6 +1,7 @@
 """The ASGI application: ``/__admin/…`` goes to the FastAPI admin app, every other request is
 replayed by a plain ASGI handler that sits below FastAPI's routing (one normalisation and one
-dict lookup per request, then bytes prepared at load time).
+dict lookup per request, then bytes prepared at load time). Explaining a miss, which compares
+recordings, runs in a worker thread, so streams being replayed never wait for it.
 
 Per-request controls (all optional):
     X-Cassette: NAME             only consider cassette NAME (or the URL prefix /__cassette/NAME/)
@@ -25,7 +26,7 @@ from .matching.index import DEFAULT_SESSION, Index
 from .models import Interaction, ReceivedRequest
 from .replay.pacing import Pacing, parse_speed
 from .replay.send import Delivery, send_recorded
-from .service import CassetteService, Match, unknown_cassette_message
+from .service import CassetteService, Match, Unmatched, unknown_cassette_message
 from .settings import Settings
 from .watch import watch_lifespan
 
@@ -67,7 +68,11 @@ class CassetteServerApp:
             path, cassette = resolve_scope(scope["path"], headers.get(CASSETTE_HEADER), index)
             request = ReceivedRequest(scope["method"], path, scope["query_string"].decode("latin-1"), headers, body)
             pacing = self._pacing(headers.get(SPEED_HEADER))
-            found = self.service.lookup(request, session=session, scope=cassette, index=index)
+            found = self.service.match(request, session=session, scope=cassette, index=index)
+            if isinstance(found, Unmatched):
+                # in a thread: explaining compares recordings, and streams in flight must not wait for it
+                error = await asyncio.to_thread(self.service.explain, found)
+                raise error
         except HTTPError as error:
             await send_error(error, send)
             self._record(scope, session, arrived, error=error)

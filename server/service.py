@@ -44,6 +44,20 @@ class Match:
 
 
 @dataclass(frozen=True)
+class Unmatched:
+    """A lookup that found nothing to serve, with what explaining it reads. Explaining only
+    reads (an index never changes once built), so it can run off the event loop."""
+
+    request: ReceivedRequest
+    session: str
+    scope: str | None
+    index: Index
+    key: MatchKey | None = None  # None: the scope names no loaded cassette
+    take: Take = Take(None)
+    relaxed: RelaxedFind | None = None
+
+
+@dataclass(frozen=True)
 class Loaded:
     """What one load produced; replaced whole on reload so readers never see half of it."""
 
@@ -181,11 +195,12 @@ class CassetteService:
             raise Conflict(f"no cassette directory to write to (cassette paths: {paths}); serve a directory to add cassettes")
         return directory
 
-    def lookup(self, request: ReceivedRequest, *, session: str, scope: str | None, index: Index | None = None) -> Match:
-        """The interaction to serve; raises CassetteMiss (explained) or UnknownCassette."""
+    def match(self, request: ReceivedRequest, *, session: str, scope: str | None, index: Index | None = None) -> Match | Unmatched:
+        """The interaction to serve (its position taken in ``session``), or what explaining why
+        there is none needs (``explain``). Cheap: one key, one or two dict lookups."""
         index = index if index is not None else self.index
         if scope is not None and scope not in index.by_name:
-            raise UnknownCassette(unknown_cassette_message(scope, index))
+            return Unmatched(request, session, scope, index)
         key = self.rules.key(request.method, request.path, request.query, request.header, request.body)
         take = index.take(key, session=session, scope=scope)
         if take.interaction is not None:
@@ -199,9 +214,26 @@ class CassetteService:
                     log.debug("%s %s matched %s through the relaxation %s", request.method, request.path,
                               take.interaction.label, relaxed.name)
                     return Match(take.interaction, take.repeated, relaxed.name, session, take.recording)
-        miss = self.explain_miss(request, key, take, session=session, scope=scope, index=index, relaxed=relaxed)
+        return Unmatched(request, session, scope, index, key, take, relaxed)
+
+    def explain(self, unmatched: Unmatched) -> UnknownCassette | CassetteMiss:
+        """Why nothing was served, as the error to answer (a miss is logged too). It only reads,
+        and may compare many recordings: replay calls it off the event loop."""
+        key, scope = unmatched.key, unmatched.scope
+        if key is None:  # the scope names no loaded cassette
+            return UnknownCassette(unknown_cassette_message(str(scope), unmatched.index))
+        miss = self.explain_miss(unmatched.request, key, unmatched.take, session=unmatched.session, scope=scope,
+                                 index=unmatched.index, relaxed=unmatched.relaxed)
         log.warning("%s", miss.message)
-        raise miss
+        return miss
+
+    def lookup(self, request: ReceivedRequest, *, session: str, scope: str | None, index: Index | None = None) -> Match:
+        """``match``, then ``explain`` on the spot: the interaction to serve; raises CassetteMiss
+        (explained) or UnknownCassette. For in-process callers."""
+        found = self.match(request, session=session, scope=scope, index=index)
+        if isinstance(found, Unmatched):
+            raise self.explain(found)
+        return found
 
     def give_back(self, match: Match) -> None:
         """The client left before ``match``'s answer was committed (nothing was sent): its
@@ -223,10 +255,9 @@ class CassetteService:
                 f"already served in session '{session}' ({labels}) and the server runs with --exhausted error. "
                 "Rewind with POST /__admin/reset, or give each test its own X-Cassette-Session header."
             )
-        pool = index.by_name[scope].interactions if scope else list(index.interactions)
         scope_text = f" in cassette '{scope}'" if scope else ""
         lines = [f"Cassette miss: no recorded interaction{scope_text} matches {endpoint}."]
-        closest = tuple(near_misses(request, pool, self.rules, limit=JOURNALED_NEAR_MISSES))
+        closest = tuple(near_misses(request, index.recorded(scope), self.rules, JOURNALED_NEAR_MISSES, received_key=key))
         if closest:
             lines += _describe_closest(closest[0])
         elif not index.cassettes:

@@ -186,6 +186,8 @@ def test_an_index_built_from_the_previous_one_answers_like_a_fresh_one(write_cas
     assert patched.by_name["c"] is old.by_name["c"] and patched.changed == {"a", "b"}
     for idx in (patched, fresh):
         assert [i.response.body for i in idx.peek(key())] == [b"B0", b"c0"]
+        assert [(i.label, k == key_) for (i, k), key_ in zip(idx.recorded(), [key(), key(path="/v1/messages"), key()])] \
+            == [("b#0", True), ("b#1", False), ("c#0", True)]
         found = idx.relaxed.find(key(path="/messages"))
         assert found.recorded is not None and idx.take(found.recorded, session="x").interaction.label == "b#1"
         assert idx.relaxed.find(key(path="/v1/embeddings")).recorded is None

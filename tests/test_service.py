@@ -1,5 +1,5 @@
 """The service in-process: swapping a new index in (reload, PUT, swap_in) without rewinding
-sessions, and reading only what changed."""
+sessions, and reading only what changed; matching apart from explaining a miss."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from server import Settings
-from server.errors import CassetteMiss
+from server.errors import CassetteMiss, UnknownCassette
 from server.loader import load_paths
 from server.matching.index import Exhausted
 from server.models import ReceivedRequest
-from server.service import CassetteService
+from server.service import CassetteService, Unmatched
 
 from .conftest import go_vcr, interaction
 
@@ -85,3 +85,13 @@ def test_swap_in_serves_a_cassette_without_reading_files(service: CassetteServic
     assert service.index.changed == {"recorded"}
     assert [ask(service) for _ in range(4)] == [b"two", b"three", b"four", b"five"]  # where the session was
     assert ask(service, scope="recorded", body=b'{"q": "recorded"}') == b"recorded"
+
+
+def test_matching_only_takes_explaining_is_apart(service: CassetteService) -> None:
+    request = ReceivedRequest("POST", "/v1/chat/completions", "", {}, b'{"q": "unrecorded"}')
+    found = service.match(request, session="s", scope=None)
+    assert isinstance(found, Unmatched)
+    miss = service.explain(found)
+    assert miss.code == "cassette_miss" and "Closest recording: " in miss.message
+    unknown = service.match(request, session="s", scope="seqq")
+    assert isinstance(unknown, Unmatched) and isinstance(service.explain(unknown), UnknownCassette)

@@ -16,7 +16,7 @@ swapping in one changed cassette costs that cassette, not all of them.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ..models import Cassette, Interaction
@@ -127,6 +127,13 @@ class Index:
     def interactions(self) -> Iterable[Interaction]:
         for cassette in self.cassettes:
             yield from cassette.interactions
+
+    def recorded(self, scope: str | None = None) -> Iterator[tuple[Interaction, MatchKey]]:
+        """Every interaction (of cassette ``scope``, or of all) with its match key, in recorded
+        order: what near misses compare, without keying anything again."""
+        cassettes = (self.by_name[scope],) if scope is not None else self.cassettes
+        for cassette in cassettes:
+            yield from zip(cassette.interactions, self._keys[cassette.name])
 
     def take(self, key: MatchKey, *, session: str = DEFAULT_SESSION, scope: str | None = None) -> Take:
         """The next interaction for ``key`` in this session (optionally within one cassette)."""
