@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+import server.admin.routes
 from server import Settings, create_app
 from server.journal import Journal, JournalEntry
 
-from .conftest import go_vcr, interaction
+from .conftest import go_vcr, interaction, on_event_loop
 
 LONG = "You are a careful assistant. " * 40  # a long system prompt, ~1 200 characters
 
@@ -182,6 +183,28 @@ def test_journal_replies_are_encoded_off_the_event_loop(write_cassette, client, 
     assert len(app.get("/__admin/requests").json()) == 2 and len(app.get("/__admin/requests/unmatched").json()) == 2
     # the journal is read on the loop, where replay adds to it; the entries are encoded in a thread
     assert on_loop == {"entries": [True, True], "to_json": [False] * 4}
+
+
+def test_listings_walk_the_cassettes_off_the_event_loop(write_cassette, client, monkeypatch) -> None:
+    """Listing thousands of interactions took 80-100 ms; on the loop, that held up every stream."""
+    write_cassette("chat", interaction(chat("hi")))
+    app = client()
+    ask(app, chat("hi"))
+    on_loop: list[bool] = []
+
+    def spy(original: Callable) -> Callable:
+        def called(*args, **kwargs):
+            on_loop.append(on_event_loop())
+            return original(*args, **kwargs)
+        return called
+
+    for name in ("cassette_summary", "interaction_details", "unused"):  # what walks interactions
+        monkeypatch.setattr(f"server.admin.routes.{name}", spy(getattr(server.admin.routes, name)))
+    assert app.get("/__admin/cassettes").json()[0]["served"] == [{"id": 0, "times": 1}]
+    assert app.get("/__admin/cassettes/chat").json()["interactions"][0]["times_served"] == 1
+    assert app.get("/__admin/unused?session=other").json()[0]["interaction"] == "chat#0"
+    assert app.put("/__admin/cassettes/new", content=go_vcr(interaction())).status_code == 201
+    assert on_loop == [False] * 6
 
 
 def test_put_and_reload_keep_every_sessions_place(write_cassette, client) -> None:
