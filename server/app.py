@@ -20,13 +20,14 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from .admin.routes import create_admin
-from .errors import BadRequest, HTTPError, UnknownCassette
+from .errors import BadRequest, HTTPError
 from .journal import JournalEntry, Outcome
-from .matching.index import DEFAULT_SESSION, Index
+from .matching.index import Index
+from .matching.sessions import DEFAULT_SESSION
 from .models import Interaction, ReceivedRequest
 from .replay.pacing import Pacing, parse_speed
 from .replay.send import Delivery, send_recorded
-from .service import CassetteService, Match, Unmatched, unknown_cassette_message
+from .service import CassetteService, Match, Unmatched
 from .settings import Settings
 from .watch import watch_lifespan
 
@@ -158,15 +159,16 @@ def create_app(settings: Settings) -> CassetteServerApp:
 
 def resolve_scope(path: str, header: str | None, index: Index) -> tuple[str, str | None]:
     """(path to match, cassette scope) from a ``/__cassette/NAME/…`` prefix or the X-Cassette
-    header. Names may contain ``/``: the longest loaded name that prefixes the path wins."""
+    header. Names may contain ``/``: the longest loaded name that prefixes the path wins. When
+    no loaded name does, the first segment is taken as the name: the lookup then answers
+    ``unknown_cassette``."""
     if not path.startswith(SCOPE_PREFIX):
         return path, header or None
     rest = path[len(SCOPE_PREFIX) :]
     name = _longest_loaded_prefix(rest, index)
     if name is None:
-        presumed = rest.split("/", 1)[0]
-        raise UnknownCassette(unknown_cassette_message(presumed, index))
-    if header and header != name:
+        name = rest.split("/", 1)[0]
+    elif header and header != name:
         raise BadRequest(f"the URL prefix names cassette '{name}' but the X-Cassette header names '{header}'; use one")
     return rest[len(name) :] or "/", name
 

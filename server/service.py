@@ -30,6 +30,7 @@ log = logging.getLogger("cassette_server")
 
 _SHOWN_DIFFERENCES = 8
 JOURNALED_NEAR_MISSES = 3  # closest recordings a miss carries (the message shows the first)
+CLOSE_NAMES = 3  # loaded cassette names an unknown_cassette error suggests
 
 
 @dataclass(frozen=True)
@@ -333,6 +334,15 @@ def log_load(result: LoadResult, settings: Settings, *, reused: Mapping[str, Cas
         log.warning("No cassette files (*.yaml, *.yml, *.json) found in %s: every request will be a miss", paths)
 
 
-def unknown_cassette_message(name: str, index: Index) -> str:
-    names = ", ".join(sorted(index.by_name)) or "none"
-    return f"No cassette named '{name}' is loaded (loaded: {names}). Check the X-Cassette header or the /__cassette/NAME/ prefix."
+def unknown_cassette_message(
+    name: str, index: Index, advice: str = "Check the X-Cassette header or the /__cassette/NAME/ prefix."
+) -> str:
+    """Says how many cassettes are loaded and the few with the closest names, never all of them
+    (the message is answered, logged and journaled; there may be thousands)."""
+    count = len(index.by_name)
+    if not count:
+        return f"No cassette named '{name}' is loaded: no cassette is loaded at all. {advice}"
+    close = index.closest_names(name, CLOSE_NAMES)
+    closest = f"; the closest names: {', '.join(close)}" if close else "; none has a name close to it"
+    return (f"No cassette named '{name}' is loaded ({count} cassette{'s' * (count != 1)} loaded{closest}). {advice} "
+            "GET /__admin/cassettes lists them all.")

@@ -270,8 +270,8 @@ def test_unused_before_and_after_a_replay(write_cassette, client) -> None:
     assert unused("?cassette=a") == ["a#0"]
     detail = app.get("/__admin/unused?cassette=b").json()[0]
     assert detail["request"]["last_user_message"] == "three" and detail["times_served"] == 0
-    unknown = app.get("/__admin/unused?cassette=zzz")
-    assert unknown.status_code == 404 and "loaded: a, b" in unknown.json()["error"]["message"]
+    unknown = app.get("/__admin/unused?cassette=a2")
+    assert unknown.status_code == 404 and "(2 cassettes loaded; the closest names: a)" in unknown.json()["error"]["message"]
 
 
 def test_reset_one_session_keeps_the_others(write_cassette, client) -> None:

@@ -1,5 +1,5 @@
 """The service in-process: swapping a new index in (reload, PUT, swap_in) without rewinding
-sessions, and reading only what changed; matching apart from explaining a miss."""
+sessions, reading only what changed, and the errors a lookup explains."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pytest
 from server import Settings
 from server.errors import CassetteMiss, UnknownCassette
 from server.loader import load_paths
-from server.matching.index import Exhausted
-from server.models import ReceivedRequest
-from server.service import CassetteService, Unmatched
+from server.matching.index import Exhausted, Index
+from server.matching.keys import MatchRules
+from server.models import Cassette, ReceivedRequest
+from server.service import CassetteService, Unmatched, unknown_cassette_message
 
 from .conftest import go_vcr, interaction
 
@@ -87,6 +88,16 @@ def test_swap_in_serves_a_cassette_without_reading_files(service: CassetteServic
     assert ask(service, scope="recorded", body=b'{"q": "recorded"}') == b"recorded"
 
 
+def test_unknown_cassettes_name_the_closest_few_and_the_count() -> None:
+    names = [f"team-{n:05}/chat" for n in range(10_000)]
+    index = Index([Cassette(name, f"{name}.yaml", "go-vcr v2") for name in names], MatchRules(), Exhausted.ERROR)
+    message = unknown_cassette_message("team-00042/chta", index)
+    assert "(10000 cassettes loaded; the closest names: team-00042/chat, " in message
+    assert len(message) < 400  # listing every name made it 350 KB
+    assert "none has a name close to it" in unknown_cassette_message("nope", index)
+    assert "no cassette is loaded at all" in unknown_cassette_message("x", Index((), MatchRules(), Exhausted.ERROR))
+
+
 def test_matching_only_takes_explaining_is_apart(service: CassetteService) -> None:
     request = ReceivedRequest("POST", "/v1/chat/completions", "", {}, b'{"q": "unrecorded"}')
     found = service.match(request, session="s", scope=None)
@@ -95,3 +106,4 @@ def test_matching_only_takes_explaining_is_apart(service: CassetteService) -> No
     assert miss.code == "cassette_miss" and "Closest recording: " in miss.message
     unknown = service.match(request, session="s", scope="seqq")
     assert isinstance(unknown, Unmatched) and isinstance(service.explain(unknown), UnknownCassette)
+    assert "the closest names: seq" in service.explain(unknown).message

@@ -25,7 +25,7 @@ from ..errors import BadRequest, HTTPError, NotFound, UnknownCassette
 from ..loader import LoadResult
 from ..matching.index import Index
 from ..models import Cassette
-from ..service import CassetteService
+from ..service import CassetteService, unknown_cassette_message
 from .guards import (
     DOCS_PATH,
     HEALTH_PATH,
@@ -217,5 +217,4 @@ def _loaded_cassette(name: str, index: Index, result: LoadResult) -> Cassette:
     failed = [str(error) for failure in result.failures if failure.name == name for error in failure.errors]
     if failed:
         raise UnknownCassette(f"Cassette '{name}' is not loaded: {'; '.join(failed)}. Fix the file, then POST /__admin/reload.")
-    names = ", ".join(sorted(index.by_name)) or "none"
-    raise UnknownCassette(f"No cassette named '{name}' is loaded (loaded: {names}); GET /__admin/cassettes lists them.")
+    raise UnknownCassette(unknown_cassette_message(name, index, "Check the name."))

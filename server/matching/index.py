@@ -15,9 +15,12 @@ swapping in one changed cassette costs that cassette, not all of them.
 
 from __future__ import annotations
 
+import bisect
+import difflib
 import enum
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from ..models import Cassette, Interaction
 from .keys import MatchKey, MatchRules
@@ -25,6 +28,8 @@ from .relaxations import RelaxedIndex
 from .sessions import DEFAULT_SESSION, Recording, SequenceRef, Sessions
 
 __all__ = ["DEFAULT_SESSION", "Exhausted", "Index", "RecordedSequence", "Take", "key_of"]
+
+_NAME_NEIGHBOURS = 25  # names compared in full on each side of a name, sorted forwards and backwards
 
 
 class Exhausted(enum.Enum):
@@ -168,6 +173,22 @@ class Index:
         """This index's own ref for a sequence and its length, or None when it has no such one."""
         found = self._scoped.get(ref)
         return (found.ref, len(found.interactions)) if found is not None else None
+
+    def closest_names(self, name: str, count: int) -> list[str]:
+        """Up to ``count`` loaded cassette names that look like ``name`` (a typo, a missing part),
+        closest first. Only the names next to it in sorted order, forwards and backwards (the
+        ones sharing the longest start or end), are compared in full, so thousands cost little."""
+        forwards, backwards = self._sorted_names
+        at = bisect.bisect_left(forwards, name)
+        near = set(forwards[max(0, at - _NAME_NEIGHBOURS) : at + _NAME_NEIGHBOURS])
+        at = bisect.bisect_left(backwards, name[::-1])
+        near.update(backward[::-1] for backward in backwards[max(0, at - _NAME_NEIGHBOURS) : at + _NAME_NEIGHBOURS])
+        return difflib.get_close_matches(name, sorted(near), count)
+
+    @cached_property
+    def _sorted_names(self) -> tuple[list[str], list[str]]:
+        """The cassette names sorted, and sorted as read backwards (each reversed)."""
+        return sorted(self.by_name), sorted(name[::-1] for name in self.by_name)
 
     def usage(self) -> dict[Interaction, dict[str, int]]:
         """How often each interaction was served, per session (never served: absent). A snapshot
