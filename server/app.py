@@ -1,6 +1,7 @@
 """The ASGI application: ``/__admin/…`` goes to the FastAPI admin app, every other request is
 replayed by a plain ASGI handler that sits below FastAPI's routing (one normalisation and one
-dict lookup per request, then bytes prepared at load time).
+dict lookup per request, then bytes prepared at load time). Explaining a miss, which compares
+recordings, runs in a worker thread, so streams being replayed never wait for it.
 
 Per-request controls (all optional):
     X-Cassette: NAME             only consider cassette NAME (or the URL prefix /__cassette/NAME/)
@@ -19,13 +20,14 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from .admin.routes import create_admin
-from .errors import BadRequest, HTTPError, UnknownCassette
-from .journal import JournalEntry
-from .matching.index import DEFAULT_SESSION, Index
+from .errors import BadRequest, HTTPError
+from .journal import JournalEntry, Outcome
+from .matching.index import Index
+from .matching.sessions import DEFAULT_SESSION
 from .models import Interaction, ReceivedRequest
 from .replay.pacing import Pacing, parse_speed
-from .replay.send import send_recorded
-from .service import CassetteService, Match, unknown_cassette_message
+from .replay.send import Delivery, send_recorded
+from .service import CassetteService, Match, Unmatched
 from .settings import Settings
 from .watch import watch_lifespan
 
@@ -67,7 +69,11 @@ class CassetteServerApp:
             path, cassette = resolve_scope(scope["path"], headers.get(CASSETTE_HEADER), index)
             request = ReceivedRequest(scope["method"], path, scope["query_string"].decode("latin-1"), headers, body)
             pacing = self._pacing(headers.get(SPEED_HEADER))
-            match = self.service.lookup(request, session=session, scope=cassette, index=index)
+            found = self.service.match(request, session=session, scope=cassette, index=index)
+            if isinstance(found, Unmatched):
+                # in a thread: explaining compares recordings, and streams in flight must not wait for it
+                error = await asyncio.to_thread(self.service.explain, found)
+                raise error
         except HTTPError as error:
             await send_error(error, send)
             self._record(scope, session, arrived, error=error)
@@ -80,14 +86,15 @@ class CassetteServerApp:
             return
         delivery = None
         try:
-            delivery = await send_recorded(match.interaction.response, pacing, arrived, scope, receive, send)
+            delivery = await send_recorded(found.interaction.response, pacing, arrived, scope, receive, send)
         finally:
-            self._record(scope, session, arrived, match=match,
-                         client_left=delivery is not None and not delivery.started)
+            if delivery is not None and not delivery.started:
+                self.service.give_back(found)  # nothing was sent: the next request gets this recording
+            self._record(scope, session, arrived, match=found, delivery=delivery)
 
     def _record(
         self, scope: Scope, session: str, arrived: float, *, match: Match | None = None,
-        error: HTTPError | None = None, client_left: bool = False,
+        error: HTTPError | None = None, delivery: Delivery | None = None,
     ) -> None:
         """Add the finished request to the journal (one small record; nothing is computed here)."""
         journal = self.service.journal
@@ -97,18 +104,22 @@ class CassetteServerApp:
             error.__traceback__ = None  # its frames would keep the request's index alive after a reload
         took = asyncio.get_running_loop().time() - arrived
         interaction = match.interaction if match else None
+        outcome = _outcome(delivery) if match else None
         journal.add(JournalEntry(
             time=time.time() - took,
             session=session,
             method=scope["method"],
             path=scope["path"],
             query=scope["query_string"].decode("latin-1"),
-            status=_journal_status(interaction, error, client_left),
+            status=_journal_status(interaction, error, outcome),
             duration=took,
             interaction=interaction,
             repeated=match.repeated if match else False,
             relaxation=match.relaxation if match else None,
             error=error,
+            outcome=outcome,
+            pieces_sent=delivery.pieces if delivery else None,
+            pieces_total=len(interaction.response.chunks) if interaction else None,
         ))
 
     def _pacing(self, speed_header: str | None) -> Pacing:
@@ -125,11 +136,19 @@ class CassetteServerApp:
 CLIENT_CLOSED_REQUEST = 499
 
 
-def _journal_status(interaction: Interaction | None, error: HTTPError | None, client_left: bool) -> int:
-    if client_left:
+def _outcome(delivery: Delivery | None) -> Outcome:
+    if delivery is None:
+        return Outcome.INTERRUPTED
+    if not delivery.started:
+        return Outcome.CLIENT_LEFT_BEFORE_HEADERS
+    return Outcome.COMPLETE if delivery.complete else Outcome.CLIENT_LEFT_MID_STREAM
+
+
+def _journal_status(interaction: Interaction | None, error: HTTPError | None, outcome: Outcome | None) -> int:
+    if outcome is Outcome.CLIENT_LEFT_BEFORE_HEADERS:
         return CLIENT_CLOSED_REQUEST
     if interaction is not None:
-        return interaction.response.status
+        return interaction.response.status  # also when the client left mid-stream: that is what it got
     return error.status_code if error else 500
 
 
@@ -140,15 +159,16 @@ def create_app(settings: Settings) -> CassetteServerApp:
 
 def resolve_scope(path: str, header: str | None, index: Index) -> tuple[str, str | None]:
     """(path to match, cassette scope) from a ``/__cassette/NAME/…`` prefix or the X-Cassette
-    header. Names may contain ``/``: the longest loaded name that prefixes the path wins."""
+    header. Names may contain ``/``: the longest loaded name that prefixes the path wins. When
+    no loaded name does, the first segment is taken as the name: the lookup then answers
+    ``unknown_cassette``."""
     if not path.startswith(SCOPE_PREFIX):
         return path, header or None
     rest = path[len(SCOPE_PREFIX) :]
     name = _longest_loaded_prefix(rest, index)
     if name is None:
-        presumed = rest.split("/", 1)[0]
-        raise UnknownCassette(unknown_cassette_message(presumed, index))
-    if header and header != name:
+        name = rest.split("/", 1)[0]
+    elif header and header != name:
         raise BadRequest(f"the URL prefix names cassette '{name}' but the X-Cassette header names '{header}'; use one")
     return rest[len(name) :] or "/", name
 

@@ -172,19 +172,14 @@ def providers_and_models(cassette: Cassette) -> tuple[list[str], list[str]]:
     return list(providers), list(models)
 
 
-def served_by_session(index: Index) -> dict[Interaction, dict[str, int]]:
-    """How often each interaction was served, per session (interactions never served are absent)."""
-    counts: dict[Interaction, dict[str, int]] = {}
-    for (session, interaction), times in list(index.served.items()):
-        counts.setdefault(interaction, {})[session] = times
-    return counts
-
-
-def unused(index: Index, *, session: str | None = None, cassette: str | None = None) -> list[Interaction]:
-    """Interactions not served yet (in ``session``, or in any session), in recorded order.
+def unused(
+    index: Index, usage: Mapping[Interaction, Mapping[str, int]], *, session: str | None = None, cassette: str | None = None,
+) -> list[Interaction]:
+    """Interactions not served yet (in ``session``, or in any session), in recorded order;
+    ``usage`` is ``index.usage()``.
 
     ``cassette`` must be a loaded cassette's name (the caller checks).
     """
     pool: Iterable[Interaction] = index.by_name[cassette].interactions if cassette else index.interactions
-    served = {interaction for (who, interaction) in list(index.served) if session is None or who == session}
-    return [interaction for interaction in pool if interaction not in served]
+    return [interaction for interaction in pool
+            if not (times := usage.get(interaction)) or (session is not None and session not in times)]

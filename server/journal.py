@@ -9,6 +9,7 @@ bounded by its size, whatever the requests' bodies.
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -17,6 +18,15 @@ from typing import Any
 from .errors import CassetteMiss, HTTPError
 from .matching.nearmiss import NearMiss
 from .models import Interaction
+
+
+class Outcome(str, enum.Enum):
+    """What became of a served request's reply."""
+
+    COMPLETE = "complete"  # every piece was sent
+    CLIENT_LEFT_BEFORE_HEADERS = "client_left_before_headers"  # nothing sent (status 499); the recording was given back
+    CLIENT_LEFT_MID_STREAM = "client_left_mid_stream"  # the recorded status went out, not every piece
+    INTERRUPTED = "interrupted"  # the server stopped sending (shutting down, or an error in the log)
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs ~1 µs more on every request
@@ -35,6 +45,9 @@ class JournalEntry:
     repeated: bool = False  # served again after its sequence was used up
     relaxation: str | None = None  # the matching relaxation that found it, if any
     error: HTTPError | None = None  # why it was not served (a miss, an unknown cassette, …)
+    outcome: Outcome | None = None  # for a served request: what became of its reply
+    pieces_sent: int | None = None  # body pieces (events, frames, or the whole body) sent
+    pieces_total: int | None = None  # body pieces recorded
 
     @property
     def matched(self) -> bool:
@@ -62,6 +75,9 @@ class JournalEntry:
             "status": self.status,
             "duration": round(self.duration, 6),
             "error": {"code": self.error.code, "message": self.error.message} if self.error else None,
+            "outcome": self.outcome.value if self.outcome else None,
+            "pieces_sent": self.pieces_sent,
+            "pieces_total": self.pieces_total,
         }
         if near_misses:
             data["near_misses"] = [near.to_json() for near in self.near_misses]

@@ -12,7 +12,7 @@ passed over silently. A file named on the command line is always loaded (and rep
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,21 +48,37 @@ class LoadResult:
     def interaction_count(self) -> int:
         return sum(len(cassette.interactions) for cassette in self.cassettes)
 
+    def replacing(self, cassette: Cassette) -> LoadResult:
+        """This result with ``cassette`` in place of the cassette of its name (after the others
+        when the name is new), and no longer any failure of that name."""
+        cassettes = [cassette if loaded.name == cassette.name else loaded for loaded in self.cassettes]
+        if all(loaded.name != cassette.name for loaded in self.cassettes):
+            cassettes.append(cassette)
+        return LoadResult(tuple(cassettes), tuple(failure for failure in self.failures if failure.name != cassette.name))
 
-def load_paths(paths: Sequence[Path]) -> LoadResult:
-    """Load every cassette under ``paths`` (files, or directories searched recursively)."""
+
+def load_paths(paths: Sequence[Path], *, reuse: Mapping[str, Cassette] | None = None) -> LoadResult:
+    """Load every cassette under ``paths`` (files, or directories searched recursively).
+
+    ``reuse`` maps files (as discovered) known to be unchanged to the cassette loaded from them
+    before: those are not read again, so a reload after one file changed costs that file.
+    """
+    reuse = reuse or {}
     cassettes: list[Cassette] = []
     failures: list[LoadFailure] = []
     names: dict[str, str] = {}
     for name, file, found_in_directory in discover(paths, failures):
-        if found_in_directory and not may_be_cassette(Path(file)):
+        before = reuse.get(file)
+        if before is not None and before.name != name:
+            before = None
+        if before is None and found_in_directory and not may_be_cassette(Path(file)):
             continue
         if name in names:
             reason = f"cassette name {name!r} is already used by {names[name]}; rename one of the files"
             failures.append(LoadFailure(name, file, (CassetteLoadError(reason, file=file),)))
             continue
         try:
-            cassettes.append(load_file(Path(file), name=name))
+            cassettes.append(before if before is not None else load_file(Path(file), name=name))
             names[name] = file
         except CassetteLoadError as error:
             failures.append(LoadFailure(name, file, (error,)))

@@ -1,12 +1,15 @@
 """The service behind both the replay endpoint and the admin API: loaded cassettes, the index,
-lookups and miss explanations. It knows nothing of HTTP frameworks, so it works in-process.
+the sessions' positions, lookups and miss explanations, and the one swap through which a reload,
+a PUT or the file watcher puts a new index in place. It knows nothing of HTTP frameworks, so it
+works in-process.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from .matching.index import Index, Take
 from .matching.keys import MatchKey, MatchRules
 from .matching.nearmiss import NearMiss, near_misses, render_difference
 from .matching.relaxations import RELAXATION_NAMES, RelaxedFind
+from .matching.sessions import DEFAULT_SESSION, Recording, Sessions
 from .models import Cassette, Interaction, ReceivedRequest
 from .replay.pacing import Pacing
 from .settings import Settings
@@ -26,15 +30,32 @@ log = logging.getLogger("cassette_server")
 
 _SHOWN_DIFFERENCES = 8
 JOURNALED_NEAR_MISSES = 3  # closest recordings a miss carries (the message shows the first)
+CLOSE_NAMES = 3  # loaded cassette names an unknown_cassette error suggests
 
 
 @dataclass(frozen=True)
 class Match:
-    """A successful lookup: what to serve, and how it was found."""
+    """A successful lookup: what to serve, how it was found, and what was taken to serve it."""
 
     interaction: Interaction
     repeated: bool = False  # served again after its sequence was used up (--exhausted repeat-last)
     relaxation: str | None = None  # the matching relaxation that found it, if the strict match failed
+    session: str = DEFAULT_SESSION
+    recording: Recording | None = None  # the position taken: given back if the answer is never committed
+
+
+@dataclass(frozen=True)
+class Unmatched:
+    """A lookup that found nothing to serve, with what explaining it reads. Explaining only
+    reads (an index never changes once built), so it can run off the event loop."""
+
+    request: ReceivedRequest
+    session: str
+    scope: str | None
+    index: Index
+    key: MatchKey | None = None  # None: the scope names no loaded cassette
+    take: Take = Take(None)
+    relaxed: RelaxedFind | None = None
 
 
 @dataclass(frozen=True)
@@ -43,12 +64,23 @@ class Loaded:
 
     result: LoadResult
     index: Index
+    resolved: Mapping[str, Path] = field(default_factory=dict)  # every file read (loaded or not) → resolved
+
+    @classmethod
+    def of(cls, result: LoadResult, index: Index, resolved_before: Mapping[str, Path]) -> Loaded:
+        """Resolving a path is a system call: files read before keep the path resolved then."""
+        read = [cassette.file for cassette in result.cassettes] + [failure.file for failure in result.failures]
+        return cls(result, index, {file: resolved_before.get(file) or Path(file).resolve() for file in read})
 
     @cached_property
     def files(self) -> frozenset[Path]:
         """Every file this load read, loaded or not, resolved (for the file watcher)."""
-        read = [cassette.file for cassette in self.result.cassettes] + [failure.file for failure in self.result.failures]
-        return frozenset(Path(file).resolve() for file in read)
+        return frozenset(self.resolved.values())
+
+    def unchanged(self, changed: Collection[Path]) -> dict[str, Cassette]:
+        """The cassettes loaded from files that are not among the ``changed`` (resolved) paths, by file."""
+        changed = set(changed)
+        return {cassette.file: cassette for cassette in self.result.cassettes if self.resolved[cassette.file] not in changed}
 
 
 class CassetteService:
@@ -56,7 +88,8 @@ class CassetteService:
         self.settings = settings
         self.rules: MatchRules = settings.match_rules()
         self.pacing = Pacing(settings.speed, settings.event_interval)
-        self.loaded = Loaded(LoadResult(), Index((), self.rules, settings.exhausted))
+        self.sessions = Sessions(settings.max_sessions)  # outlives every index: positions survive reloads
+        self.loaded = Loaded(LoadResult(), Index((), self.rules, settings.exhausted, sessions=self.sessions))
         self.journal = Journal(settings.journal_size)
         self._reload_lock = threading.Lock()  # admin calls and the file watcher may reload at once
         self._put_files: dict[Path, int] = {}  # file written by PUT → its mtime (ns) right after
@@ -66,26 +99,52 @@ class CassetteService:
     def index(self) -> Index:
         return self.loaded.index
 
-    def reload(self) -> LoadResult:
-        """Read the cassette paths again and swap the new index in (sequence positions and usage
-        counts start afresh; the journal is kept). Files that fail to load are reported in the
-        result; the others are served."""
+    def reload(self, changed: Collection[Path] | None = None) -> LoadResult:
+        """Read the cassette paths again and swap the new index in (``_swap``): every file, or
+        when the ``changed`` files (resolved paths) are known, only those; the other cassettes are
+        carried over as they are. Files that fail to load are reported in the result; the others
+        are served."""
         with self._reload_lock:  # one at a time, so the last swap holds the latest files
-            result = load_paths(self.settings.paths)
-            self.loaded = Loaded(result, Index(result.cassettes, self.rules, self.settings.exhausted))
-        log_load(result, self.settings)
+            reuse = self.loaded.unchanged(changed) if changed is not None else {}
+            result = load_paths(self.settings.paths, reuse=reuse)
+            self._swap(result)
+        log_load(result, self.settings, reused=reuse)
         return result
+
+    def swap_in(self, cassette: Cassette) -> LoadResult:
+        """Serve ``cassette`` in place of the loaded cassette of its name (or beside the others
+        when the name is new), reading no file: only it is keyed again, and sessions keep their
+        place in its recordings that were there before. For recording, which adds interactions
+        as they are recorded."""
+        with self._reload_lock:
+            result = self.loaded.result.replacing(cassette)
+            self._swap(result)
+        log.info("Cassette '%s' swapped in: %d interactions", cassette.name, len(cassette.interactions))
+        return result
+
+    def _swap(self, result: LoadResult) -> None:
+        """The one place a new index takes over (reload, PUT, --watch, swap_in); called with the
+        reload lock held. The new index is built from the current one, keying again only the
+        cassettes that are not the very same objects, and swapped in whole: requests in flight
+        finish on the old one. Then every session's positions and usage counts of the changed
+        cassettes are carried over: kept for each recording still there (positions clamped to
+        its sequence's new length), dropped for the others. The state of unchanged cassettes
+        needs nothing: it is keyed by plain values, which the new index shares."""
+        previous = self.loaded
+        index = Index(result.cassettes, self.rules, self.settings.exhausted, sessions=self.sessions, previous=previous.index)
+        self.loaded = Loaded.of(result, index, previous.resolved)
+        self.sessions.adopt(index.changed, index.sequence)
 
     def reset(self, session: str | None = None) -> None:
         """Rewind sequence positions and usage counts and forget journal entries, of every
         session or of one."""
-        self.index.reset(session)
+        self.sessions.reset(session)
         self.journal.clear(session)
 
     def put_cassette(self, name: str, text: bytes) -> tuple[Cassette, bool, LoadResult]:
         """Validate cassette text, write it as cassette ``name`` under the first cassette
-        directory and reload. Returns the loaded cassette, whether its file is new, and the
-        reload's result. Nothing is written when the text does not load."""
+        directory and reload that file. Returns the loaded cassette, whether its file is new, and
+        the reload's result. Nothing is written when the text does not load."""
         directory = self.cassette_directory()
         target = cassette_file(directory, name, text)
         loaded = self.index.by_name.get(name)
@@ -102,9 +161,10 @@ class CassetteService:
             raise BadRequest(_not_saved(name, error.problems)) from None
         created = not target.exists()
         write_whole(target, text)
-        self._put_files[target.resolve()] = target.stat().st_mtime_ns
+        written = target.resolve()
+        self._put_files[written] = target.stat().st_mtime_ns
         log.info("Cassette '%s' %s by the admin API: %s", name, "added" if created else "replaced", target)
-        result = self.reload()
+        result = self.reload(changed={written})
         cassette = self.index.by_name.get(name)
         if cassette is None:  # only when another writer changed the file between write and reload
             problems = [str(error) for failure in result.failures if failure.name == name for error in failure.errors]
@@ -136,15 +196,16 @@ class CassetteService:
             raise Conflict(f"no cassette directory to write to (cassette paths: {paths}); serve a directory to add cassettes")
         return directory
 
-    def lookup(self, request: ReceivedRequest, *, session: str, scope: str | None, index: Index | None = None) -> Match:
-        """The interaction to serve; raises CassetteMiss (explained) or UnknownCassette."""
+    def match(self, request: ReceivedRequest, *, session: str, scope: str | None, index: Index | None = None) -> Match | Unmatched:
+        """The interaction to serve (its position taken in ``session``), or what explaining why
+        there is none needs (``explain``). Cheap: one key, one or two dict lookups."""
         index = index if index is not None else self.index
         if scope is not None and scope not in index.by_name:
-            raise UnknownCassette(unknown_cassette_message(scope, index))
+            return Unmatched(request, session, scope, index)
         key = self.rules.key(request.method, request.path, request.query, request.header, request.body)
         take = index.take(key, session=session, scope=scope)
         if take.interaction is not None:
-            return Match(take.interaction, repeated=take.repeated)
+            return Match(take.interaction, take.repeated, session=session, recording=take.recording)
         relaxed = None
         if not take.candidates and not self.settings.no_relax:
             relaxed = index.relaxed.find(key, scope)
@@ -153,10 +214,33 @@ class CassetteService:
                 if take.interaction is not None:
                     log.debug("%s %s matched %s through the relaxation %s", request.method, request.path,
                               take.interaction.label, relaxed.name)
-                    return Match(take.interaction, repeated=take.repeated, relaxation=relaxed.name)
-        miss = self.explain_miss(request, key, take, session=session, scope=scope, index=index, relaxed=relaxed)
+                    return Match(take.interaction, take.repeated, relaxed.name, session, take.recording)
+        return Unmatched(request, session, scope, index, key, take, relaxed)
+
+    def explain(self, unmatched: Unmatched) -> UnknownCassette | CassetteMiss:
+        """Why nothing was served, as the error to answer (a miss is logged too). It only reads,
+        and may compare many recordings: replay calls it off the event loop."""
+        key, scope = unmatched.key, unmatched.scope
+        if key is None:  # the scope names no loaded cassette
+            return UnknownCassette(unknown_cassette_message(str(scope), unmatched.index))
+        miss = self.explain_miss(unmatched.request, key, unmatched.take, session=unmatched.session, scope=scope,
+                                 index=unmatched.index, relaxed=unmatched.relaxed)
         log.warning("%s", miss.message)
-        raise miss
+        return miss
+
+    def lookup(self, request: ReceivedRequest, *, session: str, scope: str | None, index: Index | None = None) -> Match:
+        """``match``, then ``explain`` on the spot: the interaction to serve; raises CassetteMiss
+        (explained) or UnknownCassette. For in-process callers."""
+        found = self.match(request, session=session, scope=scope, index=index)
+        if isinstance(found, Unmatched):
+            raise self.explain(found)
+        return found
+
+    def give_back(self, match: Match) -> None:
+        """The client left before ``match``'s answer was committed (nothing was sent): its
+        recording is the next one served in its session, and it does not count as served."""
+        if match.recording is not None:
+            self.sessions.give_back(match.session, match.recording, advanced=not match.repeated)
 
     def explain_miss(
         self, request: ReceivedRequest, key: MatchKey, take: Take, *, session: str, scope: str | None, index: Index,
@@ -172,10 +256,9 @@ class CassetteService:
                 f"already served in session '{session}' ({labels}) and the server runs with --exhausted error. "
                 "Rewind with POST /__admin/reset, or give each test its own X-Cassette-Session header."
             )
-        pool = index.by_name[scope].interactions if scope else list(index.interactions)
         scope_text = f" in cassette '{scope}'" if scope else ""
         lines = [f"Cassette miss: no recorded interaction{scope_text} matches {endpoint}."]
-        closest = tuple(near_misses(request, pool, self.rules, limit=JOURNALED_NEAR_MISSES))
+        closest = tuple(near_misses(request, index.recorded(scope), self.rules, JOURNALED_NEAR_MISSES, received_key=key))
         if closest:
             lines += _describe_closest(closest[0])
         elif not index.cassettes:
@@ -225,26 +308,41 @@ def _describe_relaxations(relaxed: RelaxedFind, index: Index, scope: str | None)
     )
 
 
-def log_load(result: LoadResult, settings: Settings) -> None:
-    """What was loaded, per cassette and per endpoint, and every file that was not, and why."""
+def log_load(result: LoadResult, settings: Settings, *, reused: Mapping[str, Cassette] | None = None) -> None:
+    """What was loaded, per cassette and per endpoint, and every file that was not, and why.
+    After a reload of the files that changed (``reused``: the cassettes carried over, by file),
+    only the cassettes read again are named."""
     paths = ", ".join(str(path) for path in settings.paths)
     log.info("Loaded %d cassettes (%d interactions) from %s", len(result.cassettes), result.interaction_count, paths)
+    reused = reused or {}
     endpoints: dict[str, int] = {}
     for cassette in result.cassettes:
+        if reused.get(cassette.file) is cassette:
+            continue
         log.info("  %s: %d interactions (%s, %s)", cassette.name, len(cassette.interactions), cassette.format, cassette.file)
         for interaction in cassette.interactions:
             endpoint = f"{interaction.request.method} {interaction.request.path}"
             endpoints[endpoint] = endpoints.get(endpoint, 0) + 1
             for note in interaction.response.notes:
                 log.warning("  %s (%s:%s): %s", interaction.label, interaction.file, interaction.line, note)
-    for endpoint, count in endpoints.items():
-        log.info("Endpoint %s: %d interactions", endpoint, count)
+    if not reused:
+        for endpoint, count in endpoints.items():
+            log.info("Endpoint %s: %d interactions", endpoint, count)
     for error in result.errors:
         log.error("Cannot load %s", error)
     if not result.cassettes and not result.errors:
         log.warning("No cassette files (*.yaml, *.yml, *.json) found in %s: every request will be a miss", paths)
 
 
-def unknown_cassette_message(name: str, index: Index) -> str:
-    names = ", ".join(sorted(index.by_name)) or "none"
-    return f"No cassette named '{name}' is loaded (loaded: {names}). Check the X-Cassette header or the /__cassette/NAME/ prefix."
+def unknown_cassette_message(
+    name: str, index: Index, advice: str = "Check the X-Cassette header or the /__cassette/NAME/ prefix."
+) -> str:
+    """Says how many cassettes are loaded and the few with the closest names, never all of them
+    (the message is answered, logged and journaled; there may be thousands)."""
+    count = len(index.by_name)
+    if not count:
+        return f"No cassette named '{name}' is loaded: no cassette is loaded at all. {advice}"
+    close = index.closest_names(name, CLOSE_NAMES)
+    closest = f"; the closest names: {', '.join(close)}" if close else "; none has a name close to it"
+    return (f"No cassette named '{name}' is loaded ({count} cassette{'s' * (count != 1)} loaded{closest}). {advice} "
+            "GET /__admin/cassettes lists them all.")

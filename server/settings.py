@@ -17,6 +17,7 @@ from typing import Any
 
 from .matching.index import Exhausted
 from .matching.keys import MatchRules
+from .matching.sessions import DEFAULT_MAX_SESSIONS
 from .replay.pacing import parse_speed
 
 ENV_PREFIX = "CASSETTE_SERVER_"
@@ -52,11 +53,14 @@ def _port(text: str) -> int:
     return value
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"must be a whole number >= 0, not {text!r}")
-    return value
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def whole_number(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise ValueError(f"must be a whole number >= {minimum}, not {text!r}")
+        return value
+
+    return whole_number
 
 
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -150,8 +154,13 @@ class Settings:
     strict: bool = _option(Option("--strict", "exit with an error if any cassette fails to load", switch=True), False)
     journal_size: int = _option(
         Option("--journal-size", "how many requests the request journal keeps (newest first; "
-               "0 turns the journal off)", _count, "N"),
+               "0 turns the journal off)", _at_least(0), "N"),
         1000,
+    )
+    max_sessions: int = _option(
+        Option("--max-sessions", "how many X-Cassette-Session sessions keep their sequence positions; past "
+               "that, the least recently used one is forgotten (and starts afresh)", _at_least(1), "N"),
+        DEFAULT_MAX_SESSIONS,
     )
     watch: bool = _option(
         Option("--watch", "reload the cassettes whenever a cassette file changes", switch=True), False

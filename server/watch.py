@@ -2,16 +2,17 @@
 
 Uses watchfiles (inotify and friends, polling where those do not work: set
 ``WATCHFILES_FORCE_POLLING=1``). A burst of changes, e.g. a whole folder re-recorded, gives one
-reload. Reloads go through ``CassetteService.reload``, so the guarantees are the admin API's:
-the new index replaces the old one whole, requests in flight finish on the old one, and files
-that fail to load are reported while the others are served.
+reload, which reads only the files that changed. Reloads go through ``CassetteService.reload``, so
+the guarantees are the admin API's: the new index replaces the old one whole, requests in flight
+finish on the old one, sessions keep their positions, and files that fail to load are reported
+while the others are served. Nothing that touches the file system runs on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -88,15 +89,33 @@ async def watch_cassettes(service: CassetteService, stop: asyncio.Event) -> None
     roots = sorted(set(directories) | {file.parent for file in files})
     log.info("Watching %s for cassette changes", ", ".join(map(str, roots)))
     cassettes = CassetteFiles(directories, files, loaded=lambda: service.loaded.files)
-    async for changes in awatch(*roots, watch_filter=cassettes, stop_event=stop):
-        paths = {Path(path) for _, path in changes}
-        changed = ", ".join(sorted(map(str, paths)))
-        if service.loaded_already(paths):
-            log.debug("Cassette files changed (%s) as PUT /__admin/cassettes wrote them, and PUT reloaded: "
-                      "not reloading again", changed)
-            continue
-        log.info("Cassette files changed (%s): reloading", changed)
-        try:
-            await asyncio.to_thread(service.reload)
-        except Exception:  # keep watching: the next change may fix it
-            log.exception("reload after a file change failed; still serving the cassettes loaded before")
+    # Not awatch's watch_filter: watchfiles calls that on the event loop, and it reads files (a
+    # .json file's text, modification times). awatch keeps its default filter (names only).
+    async for changes in awatch(*roots, stop_event=stop):
+        paths = await asyncio.to_thread(cassette_changes, changes, cassettes, service)
+        if paths:
+            await asyncio.to_thread(reload_for, paths, service)
+
+
+def cassette_changes(changes: Iterable[tuple[Change, str]], cassettes: CassetteFiles, service: CassetteService) -> set[Path]:
+    """The changed paths that are cassette files PUT has not loaded already (reads files: call
+    it off the event loop)."""
+    paths = {Path(path) for change, path in changes if cassettes(change, path)}
+    if paths and service.loaded_already(paths):
+        log.debug("Cassette files changed (%s) as PUT /__admin/cassettes wrote them, and PUT reloaded: "
+                  "not reloading again", _listed(paths))
+        return set()
+    return paths
+
+
+def reload_for(paths: set[Path], service: CassetteService) -> None:
+    """Reload the changed cassette files (only those: the others are carried over)."""
+    log.info("Cassette files changed (%s): reloading", _listed(paths))
+    try:
+        service.reload(changed={path.resolve() for path in paths})
+    except Exception:  # keep watching: the next change may fix it
+        log.exception("reload after a file change failed; still serving the cassettes loaded before")
+
+
+def _listed(paths: set[Path]) -> str:
+    return ", ".join(sorted(map(str, paths)))

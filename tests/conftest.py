@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -50,6 +51,15 @@ def interaction(
 def go_vcr(*interactions: dict[str, Any], version: int = 2) -> str:
     items = [{"id": i, **item} if version == 2 else item for i, item in enumerate(interactions)]
     return yaml.safe_dump({"version": version, "interactions": items}, allow_unicode=True, sort_keys=False)
+
+
+def on_event_loop() -> bool:
+    """Whether the caller runs on an event loop (rather than in a worker thread)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 @pytest.fixture

@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+import server.admin.routes
 from server import Settings, create_app
 from server.journal import Journal, JournalEntry
 
-from .conftest import go_vcr, interaction
+from .conftest import go_vcr, interaction, on_event_loop
 
 LOCAL = "http://127.0.0.1:8080"  # a loopback-bound server answers admin calls to loopback names only
 LONG = "You are a careful assistant. " * 40  # a long system prompt, ~1 200 characters
@@ -185,6 +186,43 @@ def test_journal_replies_are_encoded_off_the_event_loop(write_cassette, client, 
     assert on_loop == {"entries": [True, True], "to_json": [False] * 4}
 
 
+def test_listings_walk_the_cassettes_off_the_event_loop(write_cassette, client, monkeypatch) -> None:
+    """Listing thousands of interactions took 80-100 ms; on the loop, that held up every stream."""
+    write_cassette("chat", interaction(chat("hi")))
+    app = client()
+    ask(app, chat("hi"))
+    on_loop: list[bool] = []
+
+    def spy(original: Callable) -> Callable:
+        def called(*args, **kwargs):
+            on_loop.append(on_event_loop())
+            return original(*args, **kwargs)
+        return called
+
+    for name in ("cassette_summary", "interaction_details", "unused"):  # what walks interactions
+        monkeypatch.setattr(f"server.admin.routes.{name}", spy(getattr(server.admin.routes, name)))
+    assert app.get("/__admin/cassettes").json()[0]["served"] == [{"id": 0, "times": 1}]
+    assert app.get("/__admin/cassettes/chat").json()["interactions"][0]["times_served"] == 1
+    assert app.get("/__admin/unused?session=other").json()[0]["interaction"] == "chat#0"
+    assert app.put("/__admin/cassettes/new", content=go_vcr(interaction())).status_code == 201
+    assert on_loop == [False] * 6
+
+
+def test_put_and_reload_keep_every_sessions_place(write_cassette, client) -> None:
+    write_cassette("seq", *[interaction(chat("hi"), response_body=f"answer {n}") for n in range(3)])
+    app = client()
+
+    def reply(session: str = "job-1") -> bytes:
+        return app.post("/v1/chat/completions", content=chat("hi"), headers={"X-Cassette-Session": session}).content
+
+    assert reply() == b"answer 0"
+    assert app.put("/__admin/cassettes/unrelated", content=go_vcr(interaction(chat("other")))).status_code == 201
+    assert reply() == b"answer 1"  # was answer 0 again: every session rewound
+    assert app.post("/__admin/reload").status_code == 200
+    assert [reply(), reply("job-2")] == [b"answer 2", b"answer 0"]
+    assert [i["interaction"] for i in app.get("/__admin/unused?session=job-1").json()] == ["unrelated#0"]
+
+
 def test_near_misses_of_any_json_can_be_listed(write_cassette, client) -> None:
     write_cassette("chat", interaction('{"a": 1, "b": 2}'))
     app = client()
@@ -233,8 +271,8 @@ def test_unused_before_and_after_a_replay(write_cassette, client) -> None:
     assert unused("?cassette=a") == ["a#0"]
     detail = app.get("/__admin/unused?cassette=b").json()[0]
     assert detail["request"]["last_user_message"] == "three" and detail["times_served"] == 0
-    unknown = app.get("/__admin/unused?cassette=zzz")
-    assert unknown.status_code == 404 and "loaded: a, b" in unknown.json()["error"]["message"]
+    unknown = app.get("/__admin/unused?cassette=a2")
+    assert unknown.status_code == 404 and "(2 cassettes loaded; the closest names: a)" in unknown.json()["error"]["message"]
 
 
 def test_reset_one_session_keeps_the_others(write_cassette, client) -> None:

@@ -131,6 +131,17 @@ def test_watch_does_not_reload_again_after_a_put(cassette_dir: Path, serve, capl
     assert httpx.post(url + "/v1/chat/completions", content="{}").content == b"1"
 
 
+def test_a_watched_change_keeps_every_sessions_place(write_cassette, cassette_dir: Path, serve, caplog) -> None:
+    watcher = WatcherLog(caplog)
+    write_cassette("seq", interaction(response_body="one"), interaction(response_body="two"))
+    url, _ = serve(cassette_dir, watch=True, speed=0)
+    watcher.settle(cassette_dir)
+    assert httpx.post(url + "/v1/chat/completions", content=BODY).content == b"one"
+    unrelated = write_cassette("unrelated", interaction('{"q": "unrelated"}'))
+    wait_for(lambda: watcher.reloaded_for(unrelated), seconds=30)
+    assert httpx.post(url + "/v1/chat/completions", content=BODY).content == b"two"
+
+
 def test_watch_reloads_for_json_cassettes_only(cassette_dir: Path, serve, caplog) -> None:
     """package.json is no cassette: changing it must not rewind every session's sequences."""
     watcher = WatcherLog(caplog)

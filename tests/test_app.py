@@ -95,7 +95,7 @@ def test_scope_by_prefix_and_header(write_cassette, cassette_dir: Path) -> None:
     )
     assert [r.content for r in responses[:3]] == [b"from b", b"from a", b"from b"]
     assert responses[3].status_code == 404 and responses[3].json()["error"]["code"] == "unknown_cassette"
-    assert "loaded: b, team/a" in responses[3].json()["error"]["message"]
+    assert "(2 cassettes loaded; none has a name close to it)" in responses[3].json()["error"]["message"]
     assert responses[4].status_code == 400
     assert responses[5].status_code == 404 and responses[5].json()["error"]["code"] == "unknown_cassette"
 

@@ -69,6 +69,7 @@ def test_unused_per_session_and_cassette(write_cassette, cassette_dir) -> None:
     index = Index(load_paths([cassette_dir]).cassettes, rules, Exhausted.REPEAT_LAST)
     index.take(rules.key("POST", "/v1/chat/completions", "", {}.get, b'{"n":2}'), session="s")
     labels = lambda found: [i.label for i in found]  # noqa: E731
-    assert labels(unused(index)) == ["a#0", "b#0"]
-    assert labels(unused(index, session="other")) == ["a#0", "a#1", "b#0"]
-    assert labels(unused(index, cassette="b")) == ["b#0"]
+    usage = index.usage()
+    assert labels(unused(index, usage)) == ["a#0", "b#0"]
+    assert labels(unused(index, usage, session="other")) == ["a#0", "a#1", "b#0"]
+    assert labels(unused(index, usage, cassette="b")) == ["b#0"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from server import create_app
 from server.cli import main
 from server.settings import Settings
 
@@ -152,6 +153,16 @@ def test_max_cassette_size_defaults_to_64_mib_and_refuses_nonsense() -> None:
     for text in ("0", "-1", "1.5M", "64 apples", ""):
         with pytest.raises(ValueError, match="CASSETTE_SERVER_MAX_CASSETTE_SIZE=.*expected a size in bytes"):
             Settings.resolve({}, environ={"CASSETTE_SERVER_MAX_CASSETTE_SIZE": text})
+
+
+def test_max_sessions_from_flag_and_environment() -> None:
+    assert Settings.resolve({}, {}).max_sessions == 10_000
+    assert Settings.resolve({}, {"CASSETTE_SERVER_MAX_SESSIONS": "50"}).max_sessions == 50
+    assert Settings.resolve({"max_sessions": 7}, {"CASSETTE_SERVER_MAX_SESSIONS": "50"}).max_sessions == 7
+    with pytest.raises(ValueError, match="CASSETTE_SERVER_MAX_SESSIONS='0': must be a whole number >= 1"):
+        Settings.resolve({}, {"CASSETTE_SERVER_MAX_SESSIONS": "0"})
+    app = create_app(Settings(paths=(), max_sessions=3))
+    assert app.service.sessions.limit == 3
 
 
 def test_the_admin_token_stays_out_of_the_settings_repr() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from server.errors import CassetteMiss
-from server.journal import Journal, JournalEntry
+from server.journal import Journal, JournalEntry, Outcome
 from server.loader import load_paths
 
 from .conftest import interaction
@@ -54,3 +54,15 @@ def test_json_of_a_miss() -> None:
     assert data["time"] == "1970-01-01T00:00:00.000+00:00"
     assert data["error"] == {"code": "cassette_miss", "message": "no match"}
     assert data["matched"] is False and data["interaction"] is None and data["near_misses"] == []
+
+
+def test_what_became_of_a_reply_is_shown(write_cassette, cassette_dir) -> None:
+    write_cassette("c", interaction())
+    served = load_paths([cassette_dir]).cassettes[0].interactions[0]
+    left = JournalEntry(time=0.0, session="s", method="POST", path="/v1/x", query="", status=200, duration=0.5,
+                        interaction=served, outcome=Outcome.CLIENT_LEFT_MID_STREAM, pieces_sent=3, pieces_total=12)
+    shown = left.to_json()
+    assert (shown["status"], shown["outcome"], shown["pieces_sent"], shown["pieces_total"]) == (
+        200, "client_left_mid_stream", 3, 12)
+    assert {key: entry().to_json()[key] for key in ("outcome", "pieces_sent", "pieces_total")} == dict.fromkeys(
+        ("outcome", "pieces_sent", "pieces_total"))

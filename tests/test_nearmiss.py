@@ -8,6 +8,7 @@ import json
 import pytest
 
 from server.loader import load_paths
+from server.matching.index import Exhausted, Index
 from server.matching.keys import MatchRules
 from server.matching.nearmiss import (
     ABSENT,
@@ -27,14 +28,18 @@ def chat(*messages: str, model: str = "gpt-4o-mini") -> str:
     return json.dumps({"model": model, "messages": [{"role": "user", "content": m} for m in messages]})
 
 
+def recorded(cassette_dir, rules: MatchRules = MatchRules()) -> list:
+    """The loaded interactions with their match keys, as the index hands them to near_misses."""
+    return list(Index(load_paths([cassette_dir]).cassettes, rules, Exhausted.ERROR).recorded())
+
+
 def received(body: str, path: str = "/v1/chat/completions", query: str = "", method: str = "POST") -> ReceivedRequest:
     return ReceivedRequest(method, path, query, {}, body.encode())
 
 
 def test_closest_names_json_paths(write_cassette, cassette_dir) -> None:
     write_cassette("chat", interaction(chat("hello", "how are you?")), interaction(chat("totally", "different", "talk")))
-    interactions = load_paths([cassette_dir]).cassettes[0].interactions
-    [best] = near_misses(received(chat("hello", "how are you??")), interactions, MatchRules(), limit=1)
+    [best] = near_misses(received(chat("hello", "how are you??")), recorded(cassette_dir), MatchRules(), limit=1)
     assert best.interaction.label == "chat#0"
     assert [(d.where, d.recorded, d.received) for d in best.differences] == [
         ("messages[1].content", "how are you?", "how are you??")
@@ -43,8 +48,7 @@ def test_closest_names_json_paths(write_cassette, cassette_dir) -> None:
 
 def test_method_path_query_and_missing_items(write_cassette, cassette_dir) -> None:
     write_cassette("g", interaction(chat("a"), url="https://x/v1beta/models/m:streamGenerateContent?alt=sse"))
-    interactions = load_paths([cassette_dir]).cassettes[0].interactions
-    [best] = near_misses(received(chat("a", "b"), path="/v1/models/m:streamGenerateContent"), interactions, MatchRules())
+    [best] = near_misses(received(chat("a", "b"), path="/v1/models/m:streamGenerateContent"), recorded(cassette_dir), MatchRules())
     wheres = {d.where: (d.recorded, d.received) for d in best.differences}
     assert wheres["path"] == ("/v1beta/models/m:streamGenerateContent", "/v1/models/m:streamGenerateContent")
     assert wheres["query alt"] == ("sse", ABSENT)
@@ -53,16 +57,14 @@ def test_method_path_query_and_missing_items(write_cassette, cassette_dir) -> No
 
 def test_same_endpoint_preferred(write_cassette, cassette_dir) -> None:
     write_cassette("mix", interaction(chat("x"), url="https://a/v1/embeddings"), interaction(chat("y", "z")))
-    interactions = load_paths([cassette_dir]).cassettes[0].interactions
-    [best] = near_misses(received(chat("x")), interactions, MatchRules(), limit=1)
+    [best] = near_misses(received(chat("x")), recorded(cassette_dir), MatchRules(), limit=1)
     assert best.interaction.request.path == "/v1/chat/completions"
 
 
 def test_ignored_fields_are_not_differences(write_cassette, cassette_dir) -> None:
     write_cassette("c", interaction('{"user":"u1","model":"a"}'))
-    interactions = load_paths([cassette_dir]).cassettes[0].interactions
     rules = MatchRules.build(ignore_fields=("user",))
-    [best] = near_misses(received('{"user":"u2","model":"b"}'), interactions, rules)
+    [best] = near_misses(received('{"user":"u2","model":"b"}'), recorded(cassette_dir, rules), rules)
     assert [d.where for d in best.differences] == ["model"]
 
 
@@ -75,8 +77,7 @@ def test_long_strings_are_cut_around_the_difference() -> None:
 
 def test_non_json_body_difference(write_cassette, cassette_dir) -> None:
     write_cassette("f", interaction("a=1&b=2", url="https://x/form"))
-    interactions = load_paths([cassette_dir]).cassettes[0].interactions
-    [best] = near_misses(received("a=1&b=3", path="/form"), interactions, MatchRules())
+    [best] = near_misses(received("a=1&b=3", path="/form"), recorded(cassette_dir), MatchRules())
     assert [(d.where, d.recorded, d.received) for d in best.differences] == [("body", "a=1&b=2", "a=1&b=3")]
 
 
@@ -113,8 +114,7 @@ def test_kept_objects_and_lone_strings_keep_head_and_tail() -> None:
 def test_a_kept_near_miss_is_bounded_and_counts_what_it_left_out(write_cassette, cassette_dir) -> None:
     many = json.dumps({"model": "m", "messages": [{"role": "user", "content": f"{n:05} " + "w" * 1000} for n in range(400)]})
     write_cassette("c", interaction(json.dumps({"model": "m", "messages": []})))
-    interactions = load_paths([cassette_dir]).cassettes[0].interactions
-    [near] = near_misses(received(many), interactions, MatchRules())
+    [near] = near_misses(received(many), recorded(cassette_dir), MatchRules())
     kept = near.kept()
     assert len(near.differences) == 400 and 0 < len(kept.differences) < 400
     assert kept.omitted == 400 - len(kept.differences) and kept.to_json()["omitted_differences"] == kept.omitted

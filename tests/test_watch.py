@@ -4,15 +4,17 @@ The watcher against real file events is in test_admin_live.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from watchfiles import Change
 
+import server.watch
 from server import Settings
 from server.service import CassetteService
-from server.watch import CassetteFiles, watch_lifespan
+from server.watch import CassetteFiles, watch_cassettes, watch_lifespan
 
-from .conftest import interaction
+from .conftest import interaction, on_event_loop
 
 JSON_CASSETTE = '{"version": 2, "interactions": []}'
 
@@ -59,3 +61,33 @@ def test_the_lifespan_runs_the_watcher_only_with_watch(cassette_dir: Path) -> No
 
     assert asyncio.run(tasks_while_running(False)) == 0
     assert asyncio.run(tasks_while_running(True)) == 1
+
+
+def test_changes_are_sorted_out_off_the_event_loop(cassette_dir: Path, monkeypatch) -> None:
+    """Telling a cassette .json from package.json reads the file: never on the event loop."""
+    calls: list[bool] = []
+    original = server.watch.may_be_cassette
+
+    def spy(path: Path) -> bool:
+        calls.append(on_event_loop())
+        return original(path)
+
+    monkeypatch.setattr(server.watch, "may_be_cassette", spy)
+    service = CassetteService(Settings(paths=(cassette_dir,), watch=True))
+
+    async def watch_until_loaded() -> None:
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(watch_cassettes(service, stop))
+        deadline = asyncio.get_running_loop().time() + 30
+        pokes = 0
+        while "recorded" not in service.index.by_name:  # changed until the watcher (maybe not ready at once) sees it
+            assert asyncio.get_running_loop().time() < deadline, "the watcher did not reload"
+            cassette = {"version": 2, "interactions": [{"id": 0, **interaction(f'{{"poke": {pokes}}}')}]}
+            (cassette_dir / "recorded.json").write_text(json.dumps(cassette))
+            pokes += 1
+            await asyncio.sleep(0.5)
+        stop.set()
+        await watcher
+
+    asyncio.run(watch_until_loaded())
+    assert calls and not any(calls)

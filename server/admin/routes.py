@@ -1,9 +1,11 @@
 """The admin API under /__admin: thin FastAPI routes over CassetteService and its journal.
 
 OpenAPI docs: /__admin/docs. Errors use the same JSON shape as replay errors (errors.py).
-Routes that read live state (usage counts, the journal) are ``async`` so they run on the event
-loop, where replay changes that state (journal replies are then encoded in a thread); routes that
-read files (reload, PUT) run in a thread and only swap the finished index in.
+Nothing that grows with the number of cassettes, interactions or journal entries runs on the
+event loop, where streams are being replayed: listings walk a snapshot of the loaded cassettes and
+the usage counts (``Index.usage``) in a worker thread; the journal is read on the loop, where
+replay adds to it, and its replies are encoded in a thread; routes that read files (reload, PUT)
+run in a thread and only swap the finished index in.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Lifespan
 
-from ..catalog import served_by_session, unused
+from ..catalog import unused
 from ..errors import BadRequest, HTTPError, NotFound, UnknownCassette
 from ..loader import LoadResult
 from ..matching.index import Index
 from ..models import Cassette
-from ..service import CassetteService
+from ..service import CassetteService, unknown_cassette_message
 from .guards import (
     DOCS_PATH,
     HEALTH_PATH,
@@ -128,30 +130,42 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
         """Every cassette loaded (with providers, models and usage), then every file that failed
         to load with its errors."""
         loaded = service.loaded
-        served = served_by_session(loaded.index)
-        return [cassette_summary(c, served) for c in loaded.result.cassettes] + [
-            failure_summary(f) for f in loaded.result.failures
-        ]
+
+        def listing() -> list[dict[str, Any]]:
+            usage = loaded.index.usage()
+            return [cassette_summary(c, usage) for c in loaded.result.cassettes] + [
+                failure_summary(f) for f in loaded.result.failures
+            ]
+
+        return await run_in_threadpool(listing)
 
     @admin.get("/__admin/cassettes/{name:cassette_name}")
     async def cassette(name: str) -> dict[str, Any]:
         """One cassette's interactions: request summary, response, recorded timing, times served."""
         loaded = service.loaded
-        found = _loaded_cassette(name, loaded.index, loaded.result)
-        served = served_by_session(loaded.index)
-        summary = cassette_summary(found, served)
-        del summary["interactions"], summary["served"]  # counts, given in full per interaction below
-        summary["interactions"] = [interaction_details(i, served.get(i, {})) for i in found.interactions]
-        return summary
+
+        def details() -> dict[str, Any]:
+            found = _loaded_cassette(name, loaded.index, loaded.result)
+            usage = loaded.index.usage()
+            summary = cassette_summary(found, usage)
+            del summary["interactions"], summary["served"]  # counts, given in full per interaction below
+            summary["interactions"] = [interaction_details(i, usage.get(i, {})) for i in found.interactions]
+            return summary
+
+        return await run_in_threadpool(details)
 
     @admin.put("/__admin/cassettes/{name:cassette_name}")
     async def put_cassette(name: str, request: Request) -> JSONResponse:
         """Add or replace cassette NAME with the YAML in the body: validated first, written under
-        the first cassette directory, then every cassette is reloaded. 201 when new, else 200."""
+        the first cassette directory, then that file is reloaded. 201 when new, else 200."""
         text = await read_limited(request, service.settings.max_cassette_size)
-        added, created, result = await run_in_threadpool(service.put_cassette, name, text)
-        served = served_by_session(service.index)
-        body = {"cassette": cassette_summary(added, served), "created": created, **load_report(result)}
+
+        def put() -> tuple[dict[str, Any], bool]:
+            added, created, result = service.put_cassette(name, text)
+            summary = cassette_summary(added, service.index.usage())
+            return {"cassette": summary, "created": created, **load_report(result)}, created
+
+        body, created = await run_in_threadpool(put)
         return JSONResponse(body, status_code=201 if created else 200)
 
     @admin.get("/__admin/requests", response_model=list[dict[str, Any]])
@@ -181,10 +195,15 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
     ) -> list[dict[str, Any]]:
         """Interactions not served yet, in recorded order: a CI job can fail on a stale recording."""
         loaded = service.loaded
-        if cassette is not None:
-            _loaded_cassette(cassette, loaded.index, loaded.result)
-        served = served_by_session(loaded.index)  # unused in one session may be used in others
-        return [interaction_details(i, served.get(i, {})) for i in unused(loaded.index, session=session, cassette=cassette)]
+
+        def listing() -> list[dict[str, Any]]:
+            if cassette is not None:
+                _loaded_cassette(cassette, loaded.index, loaded.result)
+            usage = loaded.index.usage()  # unused in one session may be used in others
+            left = unused(loaded.index, usage, session=session, cassette=cassette)
+            return [interaction_details(i, usage.get(i, {})) for i in left]
+
+        return await run_in_threadpool(listing)
 
     @admin.post("/__admin/reset")
     async def reset(session: str | None = Query(None, description="only this session (default: all)")) -> dict[str, Any]:
@@ -194,8 +213,9 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
 
     @admin.post("/__admin/reload")
     def reload() -> dict[str, Any]:
-        """Read the cassette paths again. The new index replaces the old one whole (requests in
-        flight finish on the old one); files that fail to load are reported, the rest served."""
+        """Read every cassette file again. The new index replaces the old one whole (requests in
+        flight finish on the old one) and sessions keep their positions in every recording still
+        there; files that fail to load are reported, the rest served."""
         return {"status": "ok", **load_report(service.reload())}
 
     return admin
@@ -208,5 +228,4 @@ def _loaded_cassette(name: str, index: Index, result: LoadResult) -> Cassette:
     failed = [str(error) for failure in result.failures if failure.name == name for error in failure.errors]
     if failed:
         raise UnknownCassette(f"Cassette '{name}' is not loaded: {'; '.join(failed)}. Fix the file, then POST /__admin/reload.")
-    names = ", ".join(sorted(index.by_name)) or "none"
-    raise UnknownCassette(f"No cassette named '{name}' is loaded (loaded: {names}); GET /__admin/cassettes lists them.")
+    raise UnknownCassette(unknown_cassette_message(name, index, "Check the name."))

@@ -72,7 +72,7 @@ def load_report(result: LoadResult) -> dict[str, Any]:
     }
 
 
-def cassette_summary(cassette: Cassette, served: dict[Interaction, dict[str, int]]) -> dict[str, Any]:
+def cassette_summary(cassette: Cassette, served: Mapping[Interaction, Mapping[str, int]]) -> dict[str, Any]:
     providers, models = providers_and_models(cassette)
     return {
         "name": cassette.name,
@@ -88,7 +88,7 @@ def cassette_summary(cassette: Cassette, served: dict[Interaction, dict[str, int
     }
 
 
-def interaction_details(interaction: Interaction, served: dict[str, int]) -> dict[str, Any]:
+def interaction_details(interaction: Interaction, served: Mapping[str, int]) -> dict[str, Any]:
     """An interaction for admin listings: where it is, what it asks and answers, its usage."""
     return {
         "interaction": interaction.label,

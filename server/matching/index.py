@@ -1,22 +1,35 @@
-"""The index: match key → recorded interactions, and each session's place in those sequences.
+"""The index: match key → the recorded sequences that answer it.
 
-Built once from loaded cassettes; a request costs one dict lookup. Identical recorded requests
-are served in recorded order (cassette load order, then id). A reload builds a new Index and
-swaps it in whole, so requests in flight finish on the one they started with.
+A sequence is one cassette's recordings of one request (one match key), in recorded order. A
+request costs one dict lookup and a walk over its key's few sequences: unscoped, the cassettes
+that hold the key in load order, taking from the first sequence with something left; scoped, its
+cassette's sequence. Positions and usage counts live in ``Sessions``, by cassette name and key, so
+a scoped and an unscoped request share one position per recording, and an index built on reload
+reads them where the old one left them. A reload swaps a new Index in whole; requests in flight
+finish on the one they started with.
+
+An index is built from the previous one when there is one: cassettes carried over unchanged (the
+same Cassette object) keep their keys and sequences, and only the others are keyed again, so
+swapping in one changed cassette costs that cassette, not all of them.
 """
 
 from __future__ import annotations
 
+import bisect
+import difflib
 import enum
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from ..models import Cassette, Interaction
 from .keys import MatchKey, MatchRules
 from .relaxations import RelaxedIndex
+from .sessions import DEFAULT_SESSION, Recording, SequenceRef, Sessions
 
-DEFAULT_SESSION = "default"
+__all__ = ["DEFAULT_SESSION", "Exhausted", "Index", "RecordedSequence", "Take", "key_of"]
+
+_NAME_NEIGHBOURS = 25  # names compared in full on each side of a name, sorted forwards and backwards
 
 
 class Exhausted(enum.Enum):
@@ -34,61 +47,159 @@ class Take:
     interaction: Interaction | None
     candidates: tuple[Interaction, ...] = ()
     repeated: bool = False  # served again after the sequence was used up
+    recording: Recording | None = None  # what was taken, to give it back if it is not delivered
+
+
+@dataclass(frozen=True, eq=False)
+class RecordedSequence:
+    """One cassette's recordings of one request, in recorded order."""
+
+    ref: SequenceRef  # (cassette name, the index's own key object)
+    interactions: tuple[Interaction, ...]
+    recordings: tuple[Recording, ...]  # (cassette, key, ordinal) of each, made once: sessions share them
+
+    @classmethod
+    def of(cls, cassette: str, key: MatchKey, interactions: Sequence[Interaction]) -> RecordedSequence:
+        return cls((cassette, key), tuple(interactions), tuple((cassette, key, n) for n in range(len(interactions))))
 
 
 class Index:
-    def __init__(self, cassettes: Sequence[Cassette], rules: MatchRules, exhausted: Exhausted) -> None:
+    def __init__(
+        self, cassettes: Sequence[Cassette], rules: MatchRules, exhausted: Exhausted, *,
+        sessions: Sessions | None = None, previous: Index | None = None,
+    ) -> None:
+        """Index ``cassettes``; with ``previous`` (built with the same rules), cassettes it holds
+        as the very same objects are taken over from it rather than keyed again."""
         self.cassettes = tuple(cassettes)
         self.rules = rules
         self.exhausted = exhausted
+        self.sessions = sessions if sessions is not None else previous.sessions if previous else Sessions()
         self.by_name = {cassette.name: cassette for cassette in self.cassettes}
-        self._all: dict[MatchKey, list[Interaction]] = {}
-        self._scoped: dict[tuple[str, MatchKey], list[Interaction]] = {}
-        for cassette in self.cassettes:
-            for interaction in cassette.interactions:
-                key = key_of(interaction, rules)
-                self._all.setdefault(key, []).append(interaction)
-                self._scoped.setdefault((cassette.name, key), []).append(interaction)
-        self.relaxed = RelaxedIndex(self._all, self._scoped)  # the fallback after a strict miss
-        # (session, scope, key) → how many of that sequence were served
-        self._positions: dict[tuple[str, str | None, MatchKey], int] = {}
-        self.served: Counter[tuple[str, Interaction]] = Counter()
+        kept = {name for name, cassette in self.by_name.items() if previous and previous.by_name.get(name) is cassette}
+        base = previous if previous is not None and kept else None
+        # per cassette: its interactions' keys (in order) and its sequences
+        self._keys: dict[str, tuple[MatchKey, ...]] = dict(base._keys) if base else {}
+        self._by_cassette: dict[str, tuple[RecordedSequence, ...]] = dict(base._by_cassette) if base else {}
+        self._sequences: dict[MatchKey, tuple[RecordedSequence, ...]] = dict(base._sequences) if base else {}
+        self._scoped: dict[SequenceRef, RecordedSequence] = dict(base._scoped) if base else {}
+        gone = [name for name in previous.by_name if name not in kept] if previous else []
+        fresh = [cassette for cassette in self.cassettes if cassette.name not in kept]
+        removed = [sequence for name in gone for sequence in self._remove(name)] if base else []
+        added = [sequence for cassette in fresh for sequence in self._add(cassette)]
+        # the cassettes whose sequences changed: sessions' state of them is carried over (Sessions.adopt)
+        self.changed = frozenset(gone) | {cassette.name for cassette in fresh}
+        if base is None:
+            self.relaxed = RelaxedIndex(self._sequences, self._scoped)  # the fallback after a strict miss
+            return
+        order = {name: position for position, name in enumerate(self.by_name)}
+        touched = {sequence.ref[1] for sequence in added}
+        for key in touched:  # sequences of one key in cassette load order
+            self._sequences[key] = tuple(sorted(self._sequences[key], key=lambda sequence: order[sequence.ref[0]]))
+        before = {sequence.ref[1] for sequence in removed}
+        self.relaxed = base.relaxed.updated(
+            added=[key for key in touched if key not in base._sequences],
+            removed=[key for key in before if key not in self._sequences],
+            added_scoped=[sequence.ref for sequence in added if sequence.ref not in base._scoped],
+            removed_scoped=[sequence.ref for sequence in removed if sequence.ref not in self._scoped],
+        )
+
+    def _add(self, cassette: Cassette) -> list[RecordedSequence]:
+        keys = tuple(key_of(interaction, self.rules) for interaction in cassette.interactions)
+        grouped: dict[MatchKey, list[Interaction]] = {}
+        for key, interaction in zip(keys, cassette.interactions):
+            grouped.setdefault(key, []).append(interaction)
+        sequences = [RecordedSequence.of(cassette.name, key, interactions) for key, interactions in grouped.items()]
+        self._keys[cassette.name] = keys
+        self._by_cassette[cassette.name] = tuple(sequences)
+        for sequence in sequences:
+            self._scoped[sequence.ref] = sequence
+            key = sequence.ref[1]
+            self._sequences[key] = (*self._sequences.get(key, ()), sequence)
+        return sequences
+
+    def _remove(self, name: str) -> tuple[RecordedSequence, ...]:
+        del self._keys[name]
+        sequences = self._by_cassette.pop(name)
+        for sequence in sequences:
+            del self._scoped[sequence.ref]
+            key = sequence.ref[1]
+            others = tuple(other for other in self._sequences.pop(key) if other.ref[0] != name)
+            if others:  # under another cassette's key object: this cassette's can be freed
+                self._sequences[others[0].ref[1]] = others
+        return sequences
 
     @property
     def interactions(self) -> Iterable[Interaction]:
         for cassette in self.cassettes:
             yield from cassette.interactions
 
+    def recorded(self, scope: str | None = None) -> Iterator[tuple[Interaction, MatchKey]]:
+        """Every interaction (of cassette ``scope``, or of all) with its match key, in recorded
+        order: what near misses compare, without keying anything again."""
+        cassettes = (self.by_name[scope],) if scope is not None else self.cassettes
+        for cassette in cassettes:
+            yield from zip(cassette.interactions, self._keys[cassette.name])
+
     def take(self, key: MatchKey, *, session: str = DEFAULT_SESSION, scope: str | None = None) -> Take:
         """The next interaction for ``key`` in this session (optionally within one cassette)."""
-        sequence = self._all.get(key) if scope is None else self._scoped.get((scope, key))
-        if not sequence:
-            return Take(None)
-        cursor = (session, scope, key)
-        position = self._positions.get(cursor, 0)
-        if position < len(sequence):
-            self._positions[cursor] = position + 1
-            interaction, repeated = sequence[position], False
-        elif self.exhausted is Exhausted.REPEAT_LAST:
-            interaction, repeated = sequence[-1], True
+        if scope is None:
+            sequences = self._sequences.get(key)
         else:
-            return Take(None, tuple(sequence))
-        self.served[(session, interaction)] += 1
-        return Take(interaction, repeated=repeated)
+            scoped = self._scoped.get((scope, key))
+            sequences = (scoped,) if scoped is not None else None
+        if not sequences:
+            return Take(None)
+        sessions = self.sessions
+        with sessions.lock:
+            state = sessions.state(session)
+            for sequence in sequences:
+                ordinal = state.next(sequence.ref, len(sequence.interactions))
+                if ordinal is not None:
+                    repeated = False
+                    break
+            else:
+                if self.exhausted is Exhausted.ERROR:
+                    return Take(None, tuple(i for sequence in sequences for i in sequence.interactions))
+                ordinal, repeated = len(sequence.interactions) - 1, True  # the last of the last sequence
+            recording = sequence.recordings[ordinal]
+            state.served[recording] += 1
+        return Take(sequence.interactions[ordinal], repeated=repeated, recording=recording)
 
     def peek(self, key: MatchKey) -> tuple[Interaction, ...]:
         """Every interaction recorded for ``key``, across cassettes, without taking any."""
-        return tuple(self._all.get(key, ()))
+        return tuple(interaction for sequence in self._sequences.get(key, ()) for interaction in sequence.interactions)
 
-    def reset(self, session: str | None = None) -> None:
-        """Rewind every sequence (of one session, or of all)."""
-        if session is None:
-            self._positions.clear()
-            self.served.clear()
-            return
-        self._positions = {cursor: n for cursor, n in self._positions.items() if cursor[0] != session}
-        for counted in [counted for counted in self.served if counted[0] == session]:
-            del self.served[counted]
+    def sequence(self, ref: SequenceRef) -> tuple[SequenceRef, int] | None:
+        """This index's own ref for a sequence and its length, or None when it has no such one."""
+        found = self._scoped.get(ref)
+        return (found.ref, len(found.interactions)) if found is not None else None
+
+    def closest_names(self, name: str, count: int) -> list[str]:
+        """Up to ``count`` loaded cassette names that look like ``name`` (a typo, a missing part),
+        closest first. Only the names next to it in sorted order, forwards and backwards (the
+        ones sharing the longest start or end), are compared in full, so thousands cost little."""
+        forwards, backwards = self._sorted_names
+        at = bisect.bisect_left(forwards, name)
+        near = set(forwards[max(0, at - _NAME_NEIGHBOURS) : at + _NAME_NEIGHBOURS])
+        at = bisect.bisect_left(backwards, name[::-1])
+        near.update(backward[::-1] for backward in backwards[max(0, at - _NAME_NEIGHBOURS) : at + _NAME_NEIGHBOURS])
+        return difflib.get_close_matches(name, sorted(near), count)
+
+    @cached_property
+    def _sorted_names(self) -> tuple[list[str], list[str]]:
+        """The cassette names sorted, and sorted as read backwards (each reversed)."""
+        return sorted(self.by_name), sorted(name[::-1] for name in self.by_name)
+
+    def usage(self) -> dict[Interaction, dict[str, int]]:
+        """How often each interaction was served, per session (never served: absent). A snapshot
+        of the sessions' counts, so it may be called off the event loop."""
+        counts: dict[Interaction, dict[str, int]] = {}
+        for session, served in self.sessions.served().items():
+            for (cassette, key, ordinal), times in served.items():
+                sequence = self._scoped.get((cassette, key))
+                if sequence is not None and ordinal < len(sequence.interactions):
+                    counts.setdefault(sequence.interactions[ordinal], {})[session] = times
+        return counts
 
 
 def key_of(interaction: Interaction, rules: MatchRules) -> MatchKey:

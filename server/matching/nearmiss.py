@@ -1,6 +1,8 @@
 """Why a request missed: the closest recorded interactions and exactly how each differs.
 
-Only runs on a miss (the slow path), so it may parse recorded bodies again and scan.
+Only runs on a miss (the slow path), off the event loop: it only reads. Recorded bodies come from
+their load-time canonical form (in the match key), and a cheap pre-ranking bounds how many are
+compared in full (``COMPARED``), so a miss among thousands of recordings stays cheap.
 Differences are computed on normalised values, so what it reports is what matching compared:
 ignored fields and key order never show up as differences.
 
@@ -11,6 +13,7 @@ that missed must not stay in memory 1000 times over.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -20,7 +23,7 @@ import orjson
 
 from ..models import Interaction, ReceivedRequest
 from .fieldpath import format_field_path
-from .keys import MatchRules, is_json, normalise_query
+from .keys import MatchKey, MatchRules, is_json, normalise_query, parse_json
 
 
 class _Absent:
@@ -30,6 +33,7 @@ class _Absent:
 
 ABSENT: Any = _Absent()
 
+COMPARED = 50  # recordings compared in full for one miss, the closest-looking ones
 KEPT_VALUE_LENGTH = 20_000  # characters of one value a kept difference holds at most
 KEPT_NEAR_MISS_LENGTH = 50_000  # characters of differences a kept near miss holds (at least one difference)
 
@@ -135,27 +139,58 @@ class NearMiss:
         return replace(self, differences=tuple(kept), omitted=self.omitted + len(self.differences) - len(kept))
 
 
-def near_misses(request: ReceivedRequest, interactions: Iterable[Interaction], rules: MatchRules, limit: int = 3) -> list[NearMiss]:
-    """The ``limit`` closest interactions, closest first (ties: recorded order).
+def near_misses(
+    request: ReceivedRequest, recorded: Iterable[tuple[Interaction, MatchKey]], rules: MatchRules, limit: int = 3, *,
+    received_key: MatchKey | None = None, compared: int = COMPARED,
+) -> list[NearMiss]:
+    """The ``limit`` closest of the ``recorded`` interactions (each with its match key), closest
+    first (ties: recorded order).
 
     Interactions on the same method and path are preferred; the others are considered only
-    when none is on the request's endpoint.
+    when none is on the request's endpoint. Of those, at most ``compared`` are compared in
+    full: the ones whose bodies look closest by a cheap measure (the longest common start and
+    end, then the nearest length). Recorded bodies are read from their match keys (the
+    canonical form made at load time), never normalised from their raw bytes again.
     """
-    pool = list(interactions)
-    same_endpoint = [i for i in pool if i.request.method == request.method.upper() and i.request.path == request.path]
-    candidates = same_endpoint or pool
+    method = request.method.upper()
+    if received_key is None:
+        received_key = rules.key(method, request.path, request.query, request.header, request.body)
+    pool = [(order, interaction, key) for order, (interaction, key) in enumerate(recorded)]
+    candidates = [item for item in pool if item[2][0] == method and item[2][1] == request.path] or pool
+    if len(candidates) > compared:
+        body = received_key[4]
+        candidates = sorted(heapq.nsmallest(compared, candidates, key=lambda item: _looks_close(item, body)))
     received_body = rules.json_value(request.body) if not rules.exact_body else None
     ranked = []
-    for order, interaction in enumerate(candidates):
-        differences = compare(interaction, request, rules, received_body)
+    for order, interaction, key in candidates:
+        differences = compare(interaction, request, rules, received_body, recorded_key=key)
         score = _score(differences)
         ranked.append((score, order, NearMiss(interaction, tuple(differences), score)))
     ranked.sort(key=lambda item: item[:2])
     return [near for _, _, near in ranked[:limit]]
 
 
-def compare(interaction: Interaction, request: ReceivedRequest, rules: MatchRules, received_body: Any = None) -> list[Difference]:
-    """Every difference that matching saw between a recording and a request."""
+def _looks_close(item: tuple[int, Interaction, MatchKey], body: bytes) -> tuple[int, int, int]:
+    """How close a recording looks to a received body, cheaply (smaller is closer): the bytes
+    their canonical bodies share at the start and the end, then how much their lengths differ."""
+    order, _, key = item
+    recorded = key[4]
+    return -shared_ends(recorded, body), abs(len(recorded) - len(body)), order
+
+
+def shared_ends(a: bytes, b: bytes) -> int:
+    """How many bytes two byte strings share at their start plus at their end (at most the
+    shorter's length)."""
+    shared = common_prefix_length(a, b) + common_prefix_length(a, b, from_end=True)
+    return min(shared, len(a), len(b))
+
+
+def compare(
+    interaction: Interaction, request: ReceivedRequest, rules: MatchRules, received_body: Any = None, *,
+    recorded_key: MatchKey | None = None,
+) -> list[Difference]:
+    """Every difference that matching saw between a recording and a request. ``recorded_key``
+    (the recording's match key) saves normalising the recorded body again."""
     recorded = interaction.request
     differences: list[Difference] = []
     if recorded.method != request.method.upper():
@@ -166,14 +201,16 @@ def compare(interaction: Interaction, request: ReceivedRequest, rules: MatchRule
     for name in rules.match_headers:
         if recorded.header(name) != request.header(name):
             differences.append(Difference("header", name, _or_absent(recorded.header(name)), _or_absent(request.header(name))))
-    differences += _body_differences(recorded.body, request.body, rules, received_body)
+    recorded_value = None if recorded_key is None or rules.exact_body else parse_json(recorded_key[4])
+    differences += _body_differences(recorded.body, request.body, rules, received_body, recorded_value)
     return differences
 
 
-def _body_differences(recorded: bytes, received: bytes, rules: MatchRules, received_value: Any) -> list[Difference]:
+def _body_differences(recorded: bytes, received: bytes, rules: MatchRules, received_value: Any, recorded_value: Any) -> list[Difference]:
     if rules.exact_body:
         return [] if recorded == received else [Difference("body", None, recorded, received)]
-    recorded_value = rules.json_value(recorded)
+    if recorded_value is None:
+        recorded_value = rules.json_value(recorded)
     if received_value is None:
         received_value = rules.json_value(received)
     if is_json(recorded_value) and is_json(received_value):
@@ -236,13 +273,17 @@ def _body_text(body: bytes) -> Any:
 # ---- keeping ---------------------------------------------------------------------------------
 
 
-def common_prefix_length(a: Any, b: Any) -> int:
-    """The length of the common prefix of two strings (or byte strings); found by comparing
-    halves, not characters, which keeps a megabyte prompt cheap."""
-    same, most = 0, min(len(a), len(b))  # a[:same] == b[:same]; the prefix is at most ``most`` long
+def common_prefix_length(a: Any, b: Any, *, from_end: bool = False) -> int:
+    """The length of the common prefix (``from_end``: suffix) of two strings (or byte strings);
+    found by comparing halves, not characters, which keeps a megabyte prompt cheap."""
+    same, most = 0, min(len(a), len(b))  # the first (last) ``same`` agree; they agree on at most ``most``
     while same < most:
         middle = (same + most + 1) // 2
-        if a[same:middle] == b[same:middle]:
+        if from_end:
+            agree = a[len(a) - middle : len(a) - same] == b[len(b) - middle : len(b) - same]
+        else:
+            agree = a[same:middle] == b[same:middle]
+        if agree:
             same = middle
         else:
             most = middle - 1

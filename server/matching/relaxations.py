@@ -14,14 +14,14 @@ meets a recording decides:
 - it meets several different recorded requests: ambiguous, no match (a later, coarser stage
   could only be more ambiguous).
 
-Recorded keys are relaxed once, at load time (``RelaxedIndex``); a request pays for the
-relaxations only when its strict lookup has missed.
+Recorded keys are relaxed once, at load time (``RelaxedIndex``; on a reload, only the keys of the
+cassettes that changed); a request pays for the relaxations only when its strict lookup has missed.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,38 +145,83 @@ def relax(key: MatchKey, stage: int) -> MatchKey:
     return (key[0], path, query, key[3], key[4])
 
 
+def relaxed_forms(key: MatchKey) -> list[MatchKey]:
+    """``relax(key, stage)`` for every stage, in one pass (each stage rewrites the one before)."""
+    forms = []
+    path, query = key[1], key[2]
+    for relaxation in RELAXATIONS:
+        path, query = relaxation.rewrite(path, query)
+        forms.append((key[0], path, query, key[3], key[4]))
+    return forms
+
+
 class RelaxedIndex:
-    """Recorded keys under each cumulative stage of relaxations, computed at load time."""
+    """Recorded keys under each cumulative stage of relaxations, computed at load time.
+
+    A new index for a few changed cassettes is made from the previous one with ``updated``,
+    which relaxes only the keys that came or went (entries are tuples, shared, never changed).
+    """
 
     def __init__(self, keys: Iterable[MatchKey], scoped_keys: Iterable[tuple[str, MatchKey]]) -> None:
         stages = range(len(RELAXATIONS))
-        self._all: list[dict[MatchKey, list[MatchKey]]] = [{} for _ in stages]
-        self._scoped: list[dict[tuple[str, MatchKey], list[MatchKey]]] = [{} for _ in stages]
+        self._all: list[dict[MatchKey, tuple[MatchKey, ...]]] = [{} for _ in stages]
+        self._scoped: list[dict[tuple[str, MatchKey], tuple[MatchKey, ...]]] = [{} for _ in stages]
+        self._add(keys, scoped_keys)
+
+    def updated(
+        self, *, added: Iterable[MatchKey] = (), removed: Iterable[MatchKey] = (),
+        added_scoped: Iterable[tuple[str, MatchKey]] = (), removed_scoped: Iterable[tuple[str, MatchKey]] = (),
+    ) -> RelaxedIndex:
+        """A copy with keys (recorded anywhere, or in one cassette: ``scoped``) added and removed;
+        this one is left as it is, for the requests still using it."""
+        new = RelaxedIndex((), ())
+        new._all = [dict(table) for table in self._all]
+        new._scoped = [dict(table) for table in self._scoped]
+        for table, relaxed, key in new._places(removed, removed_scoped):
+            _remove(table, relaxed, key)
+        new._add(added, added_scoped)
+        return new
+
+    def _add(self, keys: Iterable[MatchKey], scoped_keys: Iterable[tuple[str, MatchKey]]) -> None:
+        for table, relaxed, key in self._places(keys, scoped_keys):
+            _add(table, relaxed, key)
+
+    def _places(
+        self, keys: Iterable[MatchKey], scoped_keys: Iterable[tuple[str, MatchKey]]
+    ) -> Iterator[tuple[dict[Any, tuple[MatchKey, ...]], Any, MatchKey]]:
+        """(table, relaxed key, recorded key): where each stage files each key (and scoped key)."""
         for key in keys:
-            for stage in stages:
-                _add(self._all[stage], relax(key, stage), key)
+            for stage, relaxed in enumerate(relaxed_forms(key)):
+                yield self._all[stage], relaxed, key
         for scope, key in scoped_keys:
-            for stage in stages:
-                _add(self._scoped[stage], (scope, relax(key, stage)), key)
+            for stage, relaxed in enumerate(relaxed_forms(key)):
+                yield self._scoped[stage], (scope, relaxed), key
 
     def find(self, key: MatchKey, scope: str | None = None) -> RelaxedFind:
         """The recorded key that ``key`` (a strict miss) relaxes to, if one stage meets exactly one."""
-        for stage in range(len(RELAXATIONS)):
-            relaxed = relax(key, stage)
+        for stage, relaxed in enumerate(relaxed_forms(key)):
             found = self._all[stage].get(relaxed) if scope is None else self._scoped[stage].get((scope, relaxed))
             if not found:
                 continue
             name = RELAXATIONS[stage].name
             if len(found) > 1:
-                return RelaxedFind(stage=name, ambiguous=tuple(found))
+                return RelaxedFind(stage=name, ambiguous=found)
             return RelaxedFind(recorded=found[0], name=_names_used(key, found[0], stage), stage=name)
         return RelaxedFind()
 
 
-def _add(table: dict[Any, list[MatchKey]], relaxed: Any, key: MatchKey) -> None:
-    keys = table.setdefault(relaxed, [])
+def _add(table: dict[Any, tuple[MatchKey, ...]], relaxed: Any, key: MatchKey) -> None:
+    keys = table.get(relaxed, ())
     if key not in keys:
-        keys.append(key)
+        table[relaxed] = (*keys, key)
+
+
+def _remove(table: dict[Any, tuple[MatchKey, ...]], relaxed: Any, key: MatchKey) -> None:
+    kept = tuple(other for other in table.get(relaxed, ()) if other != key)
+    if kept:
+        table[relaxed] = kept
+    else:
+        table.pop(relaxed, None)
 
 
 def _names_used(received: MatchKey, recorded: MatchKey, stage: int) -> str:
