@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from json.decoder import scanstring
 from typing import Any
 
 import yaml
@@ -193,38 +194,51 @@ def _json_reason(error: Exception) -> str:
     return error.msg if isinstance(error, json.JSONDecodeError) else str(error)
 
 
-# Strings (JSON forbids raw newlines inside them) and the structural characters.
-_IN_INTERACTIONS = ["{", "I"]
-_JSON_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|[{}\[\]:,]')
+# Only the top level is walked here, in Python; every value below it is skipped by the json
+# module's C scanner. (Tokenising the whole text with a regex took seconds on a cassette holding
+# a 20 MB string, hundreds of times longer than parsing it.)
+_JSON_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_JSON_DECODER = json.JSONDecoder()
 
 
 def _json_lines(source: str) -> tuple[tuple[int, ...], dict[str, int]]:
     """The line of each top-level key and of each item of the top-level ``interactions``
-    array, found by walking the tokens of an already validated JSON text."""
+    array, in a JSON text that ``json.loads`` has already read (so its syntax is valid)."""
     key_lines: dict[str, int] = {}
     interaction_lines: list[int] = []
-    stack: list[str] = []  # open containers; "I" is the top-level interactions array
-    line, position = 1, 0
-    pending_key: str | None = None
-    for token in _JSON_TOKEN.finditer(source):
-        line += source.count("\n", position, token.start())
-        position = token.start()
-        text = token.group()
-        if text in "{[":
-            if stack == _IN_INTERACTIONS:
-                interaction_lines.append(line)
-            opens_interactions = text == "[" and stack == ["{"] and pending_key == "interactions"
-            stack.append("I" if opens_interactions else text)
-            pending_key = None
-        elif text in "]}":
-            if stack:
-                stack.pop()
-        elif text.startswith('"'):
-            if stack == ["{"] and pending_key is None:
-                pending_key = json.loads(text)
-                key_lines.setdefault(pending_key, line)
-            elif stack == _IN_INTERACTIONS:
-                interaction_lines.append(line)  # a string item: still an interaction (a bad one)
-        elif text == ",":
-            pending_key = None
+    line, counted = 1, 0  # the line at position ``counted``
+
+    def line_at(position: int) -> int:
+        nonlocal line, counted
+        line += source.count("\n", counted, position)
+        counted = position
+        return line
+
+    def skip_space(position: int) -> int:
+        return _JSON_WHITESPACE.match(source, position).end()  # type: ignore[union-attr]
+
+    position = skip_space(0)
+    if not source.startswith("{", position):
+        return (), {}
+    position = skip_space(position + 1)
+    while source.startswith('"', position):
+        key_line = line_at(position)
+        key, position = scanstring(source, position + 1)
+        key_lines.setdefault(key, key_line)
+        position = skip_space(skip_space(position) + 1)  # past the colon
+        if key == "interactions" and source.startswith("[", position):
+            interaction_lines = []  # json.loads keeps the last of repeated keys; so do we
+            position = skip_space(position + 1)
+            while not source.startswith("]", position):
+                interaction_lines.append(line_at(position))
+                position = skip_space(_JSON_DECODER.raw_decode(source, position)[1])
+                if source.startswith(",", position):
+                    position = skip_space(position + 1)
+            position += 1
+        else:
+            position = _JSON_DECODER.raw_decode(source, position)[1]
+        position = skip_space(position)
+        if not source.startswith(",", position):
+            break
+        position = skip_space(position + 1)
     return tuple(interaction_lines), key_lines
