@@ -7,7 +7,8 @@ the same function, so that two requests match exactly when their keys are equal:
 - body: JSON compared by value (key order, whitespace, ``\\u00e9`` vs ``é``, ``1`` vs ``1.0``
   and CRLF vs LF inside strings do not matter; ignored fields are removed first), anything
   else byte for byte; ``exact_body`` compares every body byte for byte;
-- headers: only those named in ``match_headers`` (case-insensitive names, exact values).
+- headers: only those named in ``match_headers`` (case-insensitive names, exact values; several
+  values of one header, received or recorded, compare joined with ", ").
 """
 
 from __future__ import annotations
