@@ -2,7 +2,8 @@
 
 YAML is parsed with PyYAML's safe loader (its C implementation when libyaml is present): no
 tag can construct a Python object, and ``!!binary`` gives ``bytes``. Line numbers come from the
-composed node tree, so load errors can point at the interaction that is wrong.
+composed node tree, so load errors can point at the interaction that is wrong. Header values and
+bodies are read as the text written (``false`` stays ``false``, ``12:30`` is not 750).
 
 JSON (vcrpy's JSON serializer) is parsed with the json module, not as YAML: YAML 1.1 cannot
 read the surrogate-pair escapes (``\ud83d\ude00``) that ``json.dumps`` writes for emoji.
@@ -107,6 +108,7 @@ def _parse_yaml(text: bytes, *, file: str) -> Document:
         node = loader.get_single_node()
         if node is not None:
             _check_aliases(node, limit=_EXPANSION_FACTOR * len(text) + _EXPANSION_ALLOWANCE, file=file)
+            keep_sent_text(node)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
@@ -159,6 +161,54 @@ def _check_aliases(root: yaml.Node, *, limit: int, file: str) -> None:
                                         file=file, line=child.start_mark.line + 1)
             if id(child) not in sizes:
                 stack.append((child, False))
+
+
+# YAML 1.1 types plain scalars: `false` → False, `0755` → 493, `12:30` → 750, `yes` → True,
+# `1.50` → 1.5. Go's YAML writers (YAML 1.2, or no sexagesimal numbers) leave such header values
+# and bodies unquoted, so what is sent as text is kept as the text written. Null stays null
+# (`body: null` is no body), and `<<` merge keys keep working.
+_TYPED_TEXT = frozenset("tag:yaml.org,2002:" + kind for kind in ("bool", "int", "float", "timestamp"))
+_STR_TAG = "tag:yaml.org,2002:str"
+_TEXT_BODY_TYPES = ("text", "binary")  # typed bodies whose content is text (vcrpy.py)
+
+
+def keep_sent_text(root: yaml.Node) -> None:
+    """Read as text what a cassette sends as text: in each interaction's request and response,
+    header names and values, and bodies (``body``, ``body.string``, ``content``, the content of
+    a typed text or binary body). Numbers elsewhere (``code: 200``, ``id: 0``, offsets, and the
+    JSON data of ``parsed_body``) keep their type."""
+    interactions = _value_of(root, "interactions")
+    for interaction in interactions.value if isinstance(interactions, yaml.SequenceNode) else ():
+        for side in ("request", "response"):
+            message = _value_of(interaction, side)
+            headers = _value_of(message, "headers")
+            stack = [headers] if headers is not None else []
+            while stack:  # header mappings may be shared through aliases: retagging twice is harmless
+                node = stack.pop()
+                stack += _child_nodes(node)
+                _as_text(node)
+            for field in ("body", "content"):
+                body = _value_of(message, field)
+                _as_text(body)
+                _as_text(_value_of(body, "string"))
+                kind = _value_of(body, "type")
+                if isinstance(kind, yaml.ScalarNode) and kind.value in _TEXT_BODY_TYPES:
+                    _as_text(_value_of(body, "content"))
+
+
+def _value_of(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    """The value node of a plain key in a mapping node (the last, as the constructor keeps)."""
+    found = None
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+                found = value_node
+    return found
+
+
+def _as_text(node: yaml.Node | None) -> None:
+    if isinstance(node, yaml.ScalarNode) and not node.style and node.tag in _TYPED_TEXT:  # plain: None or ""
+        node.tag = _STR_TAG
 
 
 def _child_nodes(node: yaml.Node) -> list[yaml.Node]:

@@ -207,3 +207,23 @@ def test_a_header_recorded_with_several_values_matches_the_same_values_sent_repe
     assert (joined.status_code, joined.json()) == (200, {"beta": "both"})
     assert first_only.status_code == 404
     assert 'header anthropic-beta: recorded "tools-2024, caching-2024", received "tools-2024"' in first_only.json()["error"]["message"]
+
+
+def test_unquoted_yaml_header_values_are_sent_and_matched_as_written(write_cassette, cassette_dir: Path) -> None:
+    write_cassette("typed", """\
+version: 2
+interactions:
+- id: 0
+  request:
+    url: https://api.openai.com/v1/files
+    method: GET
+    headers: {X-Mode: [0755]}
+  response:
+    code: 200
+    headers: {Content-Type: [text/plain], x-should-retry: [false], x-reset: [12:30]}
+    body: 12:30
+""")
+    settings = Settings(paths=(cassette_dir,), speed=0, match_headers=("x-mode",))
+    [response] = call(settings, ("GET", "/v1/files", {"headers": {"x-mode": "0755"}}))
+    assert response.status_code == 200
+    assert (response.headers["x-should-retry"], response.headers["x-reset"], response.text) == ("false", "12:30", "12:30")

@@ -255,3 +255,36 @@ def test_a_directory_reached_by_several_paths_is_named_by_the_shortest(cassette_
     (cassette_dir / "archive" / "2024" / "latest.yaml").symlink_to(shared / "chat.yaml")  # a file: the same rule
     result = load_paths([cassette_dir])
     assert [(c.name, c.file) for c in result.cassettes] == [("current/chat", str(cassette_dir / "current" / "chat.yaml"))]
+
+
+# What Go's YAML writers leave unquoted, and YAML 1.1 would read as something else.
+TYPED_LOOKING = {"X-Retry": "false", "X-Mode": "0755", "X-Time": "12:30", "X-Yes": "yes", "X-Ratio": "1.50",
+                 "X-Date": "2024-01-01t10:00:00Z"}
+
+
+def test_go_vcr_header_values_and_bodies_are_the_text_written(write_cassette) -> None:
+    headers = "{" + ", ".join(f"{name}: [{value}]" for name, value in TYPED_LOOKING.items()) + "}"
+    path = write_cassette("typed", f"""\
+version: 2
+interactions:
+- id: 7
+  request:
+    url: https://api.openai.com/v1/x
+    method: POST
+    headers: {headers}
+    body: 12:30
+  response:
+    code: 200
+    status: 200 OK
+    headers: {{x-should-retry: [false], Content-Type: [text/plain], On: [on]}}
+    body: 0755
+    duration: 1
+    event_offsets: [0, 0.5]
+""")
+    [cassette] = load_paths([path]).cassettes
+    [item] = cassette.interactions
+    assert item.id == 7 and item.response.status == 200 and item.response.duration == pytest.approx(1e-9)
+    assert dict(item.request.headers) == {name.lower(): value for name, value in TYPED_LOOKING.items()}
+    assert item.request.body == b"12:30"
+    assert (b"x-should-retry", b"false") in item.response.headers and (b"on", b"on") in item.response.headers
+    assert item.response.body == b"0755"
