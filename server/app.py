@@ -22,6 +22,7 @@ from .admin.routes import create_admin
 from .errors import BadRequest, HTTPError, UnknownCassette
 from .journal import JournalEntry
 from .matching.index import DEFAULT_SESSION, Index
+from .matching.keys import CONTENT_TYPE
 from .models import Interaction, ReceivedRequest
 from .replay.pacing import Pacing, parse_speed
 from .replay.send import send_recorded
@@ -45,7 +46,7 @@ class CassetteServerApp:
     def __init__(self, service: CassetteService) -> None:
         self.service = service
         self.admin = create_admin(service, lifespan=watch_lifespan(service))
-        control = (CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER)
+        control = (CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER, CONTENT_TYPE)  # content-type: form bodies
         self._wanted_headers = frozenset(name.encode("latin-1") for name in (*control, *service.rules.match_headers))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -18,9 +18,10 @@ from typing import Any
 
 import orjson
 
-from ..models import Interaction, ReceivedRequest
+from ..models import Interaction, ReceivedRequest, RecordedRequest
 from .fieldpath import format_field_path
-from .keys import MatchRules, is_json, normalise_query
+from .forms import diff_forms
+from .keys import CONTENT_TYPE, MatchRules, is_json, normalise_query
 
 
 class _Absent:
@@ -166,8 +167,19 @@ def compare(interaction: Interaction, request: ReceivedRequest, rules: MatchRule
     for name in rules.match_headers:
         if recorded.header(name) != request.header(name):
             differences.append(Difference("header", name, _or_absent(recorded.header(name)), _or_absent(request.header(name))))
-    differences += _body_differences(recorded.body, request.body, rules, received_body)
+    form = _form_differences(recorded, request, rules)
+    differences += form if form is not None else _body_differences(recorded.body, request.body, rules, received_body)
     return differences
+
+
+def _form_differences(recorded: RecordedRequest, received: ReceivedRequest, rules: MatchRules) -> list[Difference] | None:
+    """Part by part (``part file``, ``form model``) when both bodies are forms of one kind; else
+    None, and the bodies are compared whole."""
+    received_form = rules.form_of(received.body, received.header(CONTENT_TYPE))
+    recorded_form = rules.form_of(recorded.body, recorded.header(CONTENT_TYPE)) if received_form else None
+    if received_form is None or recorded_form is None or recorded_form.kind != received_form.kind:
+        return None
+    return [Difference("body", where, _or_absent(a), _or_absent(b)) for where, a, b in diff_forms(recorded_form, received_form)]
 
 
 def _body_differences(recorded: bytes, received: bytes, rules: MatchRules, received_value: Any) -> list[Difference]:
