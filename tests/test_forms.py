@@ -83,6 +83,7 @@ def test_a_multipart_body_recorded_without_its_content_type_is_recognised_by_its
         (b"", content_type("b")),
         (b"", URLENCODED),  # an empty body is compared as bytes, whatever it is labelled
         (b"hello", None),
+        (b"--" + b"x" * 100 + b"\r\n--" + b"x" * 100 + b"--\r\n", None),  # a first line too long for a boundary
     ],
 )
 def test_malformed_or_other_bodies_are_not_forms(body: bytes, header: str | None) -> None:

@@ -59,7 +59,8 @@ def read_form(body: bytes, content_type: str | None) -> Form | None:
     if media_type == MULTIPART:
         boundary = parameters.get("boundary", "").encode("latin-1", "replace")
     elif not media_type and body.startswith(b"--"):
-        boundary = body[2 : body.find(_CRLF)].rstrip(b" \t") if _CRLF in body else b""
+        line_end = body.find(_CRLF, 2, 2 + _MAX_BOUNDARY + 16)  # a boundary, maybe some padding
+        boundary = body[2:line_end].rstrip(b" \t") if line_end > 0 else b""
     else:
         return None
     if not 0 < len(boundary) <= _MAX_BOUNDARY:

@@ -85,7 +85,7 @@ class MatchRules:
         if self.exact_body:
             return None
         form = read_form(body, content_type)
-        return form if form is not None and parse_json(body) is _NOT_JSON else None
+        return form if form is not None and self.json_value(body) is _NOT_JSON else None  # as body_key decides
 
     def json_value(self, body: bytes) -> Any:
         """The normalised JSON value of a body (ignored fields removed), or ``_NOT_JSON``."""

@@ -176,7 +176,7 @@ def _form_differences(recorded: RecordedRequest, received: ReceivedRequest, rule
     """Part by part (``part file``, ``form model``) when both bodies are forms of one kind; else
     None, and the bodies are compared whole."""
     received_form = rules.form_of(received.body, received.header(CONTENT_TYPE))
-    recorded_form = rules.form_of(recorded.body, recorded.header(CONTENT_TYPE)) if received_form else None
+    recorded_form = rules.form_of(recorded.body, recorded.header(CONTENT_TYPE)) if received_form is not None else None
     if received_form is None or recorded_form is None or recorded_form.kind != received_form.kind:
         return None
     return [Difference("body", where, _or_absent(a), _or_absent(b)) for where, a, b in diff_forms(recorded_form, received_form)]
