@@ -23,6 +23,7 @@ from .admin.routes import create_admin
 from .errors import BadRequest, HTTPError
 from .journal import JournalEntry, Outcome
 from .matching.index import Index
+from .matching.keys import CONTENT_TYPE
 from .matching.sessions import DEFAULT_SESSION
 from .models import Interaction, ReceivedRequest
 from .replay.pacing import Pacing, parse_speed
@@ -47,7 +48,7 @@ class CassetteServerApp:
     def __init__(self, service: CassetteService) -> None:
         self.service = service
         self.admin = create_admin(service, lifespan=watch_lifespan(service))
-        control = (CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER)
+        control = (CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER, CONTENT_TYPE)  # content-type: form bodies
         self._wanted_headers = frozenset(name.encode("latin-1") for name in (*control, *service.rules.match_headers))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -2,7 +2,8 @@
 
 YAML is parsed with PyYAML's safe loader (its C implementation when libyaml is present): no
 tag can construct a Python object, and ``!!binary`` gives ``bytes``. Line numbers come from the
-composed node tree, so load errors can point at the interaction that is wrong.
+composed node tree, so load errors can point at the interaction that is wrong. Header values and
+bodies are read as the text written (``false`` stays ``false``, ``12:30`` is not 750).
 
 JSON (vcrpy's JSON serializer) is parsed with the json module, not as YAML: YAML 1.1 cannot
 read the surrogate-pair escapes (``\ud83d\ude00``) that ``json.dumps`` writes for emoji.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from json.decoder import scanstring
 from typing import Any
 
 import yaml
@@ -106,6 +108,7 @@ def _parse_yaml(text: bytes, *, file: str) -> Document:
         node = loader.get_single_node()
         if node is not None:
             _check_aliases(node, limit=_EXPANSION_FACTOR * len(text) + _EXPANSION_ALLOWANCE, file=file)
+            keep_sent_text(node)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
@@ -160,6 +163,54 @@ def _check_aliases(root: yaml.Node, *, limit: int, file: str) -> None:
                 stack.append((child, False))
 
 
+# YAML 1.1 types plain scalars: `false` → False, `0755` → 493, `12:30` → 750, `yes` → True,
+# `1.50` → 1.5. Go's YAML writers (YAML 1.2, or no sexagesimal numbers) leave such header values
+# and bodies unquoted, so what is sent as text is kept as the text written. Null stays null
+# (`body: null` is no body), and `<<` merge keys keep working.
+_TYPED_TEXT = frozenset("tag:yaml.org,2002:" + kind for kind in ("bool", "int", "float", "timestamp"))
+_STR_TAG = "tag:yaml.org,2002:str"
+_TEXT_BODY_TYPES = ("text", "binary")  # typed bodies whose content is text (vcrpy.py)
+
+
+def keep_sent_text(root: yaml.Node) -> None:
+    """Read as text what a cassette sends as text: in each interaction's request and response,
+    header names and values, and bodies (``body``, ``body.string``, ``content``, the content of
+    a typed text or binary body). Numbers elsewhere (``code: 200``, ``id: 0``, offsets, and the
+    JSON data of ``parsed_body``) keep their type."""
+    interactions = _value_of(root, "interactions")
+    for interaction in interactions.value if isinstance(interactions, yaml.SequenceNode) else ():
+        for side in ("request", "response"):
+            message = _value_of(interaction, side)
+            headers = _value_of(message, "headers")
+            stack = [headers] if headers is not None else []
+            while stack:  # header mappings may be shared through aliases: retagging twice is harmless
+                node = stack.pop()
+                stack += _child_nodes(node)
+                _as_text(node)
+            for field in ("body", "content"):
+                body = _value_of(message, field)
+                _as_text(body)
+                _as_text(_value_of(body, "string"))
+                kind = _value_of(body, "type")
+                if isinstance(kind, yaml.ScalarNode) and kind.value in _TEXT_BODY_TYPES:
+                    _as_text(_value_of(body, "content"))
+
+
+def _value_of(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    """The value node of a plain key in a mapping node (the last, as the constructor keeps)."""
+    found = None
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+                found = value_node
+    return found
+
+
+def _as_text(node: yaml.Node | None) -> None:
+    if isinstance(node, yaml.ScalarNode) and not node.style and node.tag in _TYPED_TEXT:  # plain: None or ""
+        node.tag = _STR_TAG
+
+
 def _child_nodes(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.MappingNode):
         return [part for pair in node.value for part in pair]
@@ -193,38 +244,51 @@ def _json_reason(error: Exception) -> str:
     return error.msg if isinstance(error, json.JSONDecodeError) else str(error)
 
 
-# Strings (JSON forbids raw newlines inside them) and the structural characters.
-_IN_INTERACTIONS = ["{", "I"]
-_JSON_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|[{}\[\]:,]')
+# Only the top level is walked here, in Python; every value below it is skipped by the json
+# module's C scanner. (Tokenising the whole text with a regex took seconds on a cassette holding
+# a 20 MB string, hundreds of times longer than parsing it.)
+_JSON_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_JSON_DECODER = json.JSONDecoder()
 
 
 def _json_lines(source: str) -> tuple[tuple[int, ...], dict[str, int]]:
     """The line of each top-level key and of each item of the top-level ``interactions``
-    array, found by walking the tokens of an already validated JSON text."""
+    array, in a JSON text that ``json.loads`` has already read (so its syntax is valid)."""
     key_lines: dict[str, int] = {}
     interaction_lines: list[int] = []
-    stack: list[str] = []  # open containers; "I" is the top-level interactions array
-    line, position = 1, 0
-    pending_key: str | None = None
-    for token in _JSON_TOKEN.finditer(source):
-        line += source.count("\n", position, token.start())
-        position = token.start()
-        text = token.group()
-        if text in "{[":
-            if stack == _IN_INTERACTIONS:
-                interaction_lines.append(line)
-            opens_interactions = text == "[" and stack == ["{"] and pending_key == "interactions"
-            stack.append("I" if opens_interactions else text)
-            pending_key = None
-        elif text in "]}":
-            if stack:
-                stack.pop()
-        elif text.startswith('"'):
-            if stack == ["{"] and pending_key is None:
-                pending_key = json.loads(text)
-                key_lines.setdefault(pending_key, line)
-            elif stack == _IN_INTERACTIONS:
-                interaction_lines.append(line)  # a string item: still an interaction (a bad one)
-        elif text == ",":
-            pending_key = None
+    line, counted = 1, 0  # the line at position ``counted``
+
+    def line_at(position: int) -> int:
+        nonlocal line, counted
+        line += source.count("\n", counted, position)
+        counted = position
+        return line
+
+    def skip_space(position: int) -> int:
+        return _JSON_WHITESPACE.match(source, position).end()  # type: ignore[union-attr]
+
+    position = skip_space(0)
+    if not source.startswith("{", position):
+        return (), {}
+    position = skip_space(position + 1)
+    while source.startswith('"', position):
+        key_line = line_at(position)
+        key, position = scanstring(source, position + 1)
+        key_lines.setdefault(key, key_line)
+        position = skip_space(skip_space(position) + 1)  # past the colon
+        if key == "interactions" and source.startswith("[", position):
+            interaction_lines = []  # json.loads keeps the last of repeated keys; so do we
+            position = skip_space(position + 1)
+            while not source.startswith("]", position):
+                interaction_lines.append(line_at(position))
+                position = skip_space(_JSON_DECODER.raw_decode(source, position)[1])
+                if source.startswith(",", position):
+                    position = skip_space(position + 1)
+            position += 1
+        else:
+            position = _JSON_DECODER.raw_decode(source, position)[1]
+        position = skip_space(position)
+        if not source.startswith(",", position):
+            break
+        position = skip_space(position + 1)
     return tuple(interaction_lines), key_lines

@@ -7,10 +7,12 @@ Directories are searched for ``*.yaml`` / ``*.yml`` and ``*.json``. JSON is also
 package manifests, fixtures and settings are written in, so a ``.json`` file found in a
 directory counts as a cassette only when its text has an ``"interactions"`` key; others are
 passed over silently. A file named on the command line is always loaded (and reported).
+Symbolic links are followed, each directory and file once (a loop is not followed around).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +26,8 @@ from .models import Cassette
 CASSETTE_SUFFIXES = (".yaml", ".yml", ".json")
 _JSON_SUFFIX = ".json"
 _JSON_CASSETTE_MARK = b'"interactions"'
+
+log = logging.getLogger("cassette_server")
 
 
 @dataclass(frozen=True)
@@ -151,13 +155,57 @@ def discover(paths: Iterable[Path], failures: list[LoadFailure]) -> list[tuple[s
 
 
 def _walk(root: Path) -> list[Path]:
-    files = []
-    for directory, subdirectories, filenames in os.walk(root, followlinks=True):
-        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
-        for filename in sorted(filenames):
-            if not filename.startswith(".") and filename.lower().endswith(CASSETTE_SUFFIXES):
-                files.append(Path(directory) / filename)
+    """The cassette files under ``root``, sorted by path, following symbolic links.
+
+    Directories are visited level by level (then in name order), each once, however many
+    links lead to it: the first path found is the shortest, and it names the cassettes in it.
+    So a link back up (a loop, even a directory linking to itself) is not followed again and
+    does not repeat its cassettes under ever longer names. A file reached by two paths is
+    likewise found once, by the shorter.
+    """
+    files: list[Path] = []
+    seen: set[tuple[int, int]] = set()  # (device, inode) of every directory and file found
+    level = [root]
+    while level:
+        deeper: list[Path] = []
+        for directory in level:
+            if not _first_visit(directory, seen):
+                log.debug("Not following %s again: it leads to a directory already searched", directory)
+                continue
+            try:
+                entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+            except OSError:  # unreadable or gone: as os.walk, pass over it
+                continue
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if _is_directory(entry):
+                    deeper.append(Path(entry.path))
+                elif entry.name.lower().endswith(CASSETTE_SUFFIXES) and _first_visit(Path(entry.path), seen):
+                    files.append(Path(entry.path))
+        level = deeper
     return sorted(files)
+
+
+def _first_visit(path: Path, seen: set[tuple[int, int]]) -> bool:
+    """Whether ``path`` (links followed) was not found before; a path that cannot be looked at
+    counts as new, so that loading it reports why."""
+    try:
+        status = path.stat()
+    except OSError:
+        return True
+    identity = (status.st_dev, status.st_ino)
+    if identity in seen:
+        return False
+    seen.add(identity)
+    return True
+
+
+def _is_directory(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()  # follows symbolic links
+    except OSError:
+        return False
 
 
 def _printable_name(path: str) -> bool:

@@ -31,11 +31,10 @@ class RecordedRequest:
     body: bytes
 
     def header(self, name: str) -> str | None:
-        """The first value of a header (``name`` in lower case), or None."""
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+        """A header's values (``name`` in lower case) joined with ", ", or None: the form the
+        server gives a received header sent several times, so the two compare alike."""
+        values = [value for key, value in self.headers if key == name]
+        return ", ".join(values) if values else None
 
 
 @dataclass(frozen=True)
@@ -106,8 +105,8 @@ class ReceivedRequest:
     method: str
     path: str
     query: str
-    # Only the headers the server looks at (its control headers and --match-header ones), by
-    # lower-case name; repeated headers joined with ", ".
+    # Only the headers the server looks at (its control headers, Content-Type and --match-header
+    # ones), by lower-case name; repeated headers joined with ", ".
     headers: dict[str, str]
     body: bytes
 

@@ -191,3 +191,40 @@ def test_lone_surrogates_in_requests_match_or_miss_cleanly(write_cassette, casse
     assert journal.status_code == 200 and journal.json()[0]["near_misses"][0]["interaction"] == "cut#0"
     assert miss.status_code == 404
     assert 'messages[0].content: recorded "cut \\\\ud83d", received "cat \\\\ud83d"' in miss.json()["error"]["message"]
+
+
+def test_a_header_recorded_with_several_values_matches_the_same_values_sent_repeated_or_joined(write_cassette, cassette_dir: Path) -> None:
+    write_cassette("beta", interaction(url="https://api.anthropic.com/v1/messages", response_body='{"beta":"both"}',
+                                       request_headers={"Anthropic-Beta": ["tools-2024", "caching-2024"]}))
+    settings = Settings(paths=(cassette_dir,), speed=0, match_headers=("anthropic-beta",))
+    body = interaction()["request"]["body"]
+    repeated, joined, first_only = call(
+        settings,
+        ("POST", "/v1/messages", {"content": body, "headers": [("anthropic-beta", "tools-2024"), ("anthropic-beta", "caching-2024")]}),
+        ("POST", "/v1/messages", {"content": body, "headers": {"anthropic-beta": "tools-2024, caching-2024"}}),
+        ("POST", "/v1/messages", {"content": body, "headers": {"anthropic-beta": "tools-2024"}}),
+    )
+    assert (repeated.status_code, repeated.json()) == (200, {"beta": "both"})
+    assert (joined.status_code, joined.json()) == (200, {"beta": "both"})
+    assert first_only.status_code == 404
+    assert 'header anthropic-beta: recorded "tools-2024, caching-2024", received "tools-2024"' in first_only.json()["error"]["message"]
+
+
+def test_unquoted_yaml_header_values_are_sent_and_matched_as_written(write_cassette, cassette_dir: Path) -> None:
+    write_cassette("typed", """\
+version: 2
+interactions:
+- id: 0
+  request:
+    url: https://api.openai.com/v1/files
+    method: GET
+    headers: {X-Mode: [0755]}
+  response:
+    code: 200
+    headers: {Content-Type: [text/plain], x-should-retry: [false], x-reset: [12:30]}
+    body: 12:30
+""")
+    settings = Settings(paths=(cassette_dir,), speed=0, match_headers=("x-mode",))
+    [response] = call(settings, ("GET", "/v1/files", {"headers": {"x-mode": "0755"}}))
+    assert response.status_code == 200
+    assert (response.headers["x-should-retry"], response.headers["x-reset"], response.text) == ("false", "12:30", "12:30")

@@ -46,3 +46,36 @@ def test_format() -> None:
     assert format_field_path(("messages", 2, "content")) == "messages[2].content"
     assert format_field_path(("a", "b.c", "x-y")) == 'a["b.c"].x-y'
     assert format_field_path(()) == "$"
+
+
+
+def _sample() -> dict:
+    return {"*": 1, "**": {"id": 2}, "[*]": 3, "a": {"*": 4, "b": 5}, "c": [6, 7], "d": {"id": 8}}
+
+
+@pytest.mark.parametrize(
+    "path, removed",
+    [
+        ('["*"]', ["*"]),
+        ('a["*"]', ["a.*"]),
+        ('["**"].id', ["**.id"]),
+        ('["[*]"]', ["[*]"]),
+        ('c["[*]"]', []),  # a key: an array has none
+        ("a.*", ["a.*", "a.b"]),  # unquoted: still wildcards
+        ("**.id", ["**.id", "d.id"]),
+        ("c[*]", ["c.0", "c.1"]),
+    ],
+)
+def test_a_quoted_key_is_the_literal_key_not_a_wildcard(path: str, removed: list[str]) -> None:
+    value = _sample()
+    remove_field(value, parse_field_path(path))
+    assert sorted(set(_leaves(_sample())) - set(_leaves(value))) == removed
+
+
+def _leaves(value, prefix: str = "") -> list[str]:
+    """Every leaf as ``key.key`` (array elements by position), to see what a removal took."""
+    if isinstance(value, dict) and value:
+        return [leaf for key, item in value.items() for leaf in _leaves(item, f"{prefix}{key}.")]
+    if isinstance(value, list) and value:
+        return [leaf for i, item in enumerate(value) for leaf in _leaves(item, f"{prefix}{i}.")]
+    return [prefix.rstrip(".")]

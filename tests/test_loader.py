@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ import pytest
 from server.loader import load_paths
 from server.models import BodyKind
 
-from .conftest import BUNDLED, go_vcr, interaction
+from .conftest import BUNDLED, ROOT, go_vcr, interaction
 
 
 def test_bundled_cassettes_all_load() -> None:
@@ -212,3 +215,76 @@ def test_lone_surrogates_in_recorded_json_load(cassette_dir: Path) -> None:
     [item] = result.cassettes[0].interactions
     assert item.response.body == "part \ud83d".encode("utf-8", "surrogatepass")
     Index(result.cassettes, MatchRules(), Exhausted.ERROR)  # match keys are computable
+
+
+def _names_loaded_in_a_subprocess(directory: Path) -> list[str]:
+    """The cassette names loaded from ``directory``, by a child process that is killed after a
+    while: without a cycle check, walking self-links never finishes."""
+    code = "import json, sys; from pathlib import Path; from server.loader import load_paths; " \
+           "print(json.dumps([c.name for c in load_paths([Path(sys.argv[1])]).cassettes]))"
+    try:
+        done = subprocess.run([sys.executable, "-c", code, str(directory)], capture_output=True, text=True,
+                              timeout=30, cwd=ROOT, check=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"loading {directory} did not finish in 30 s")
+    return json.loads(done.stdout)
+
+
+def test_two_directory_links_to_themselves_are_each_searched_once(cassette_dir: Path) -> None:
+    (cassette_dir / "chat.yaml").write_text(go_vcr(interaction()))
+    (cassette_dir / "again").symlink_to(".", target_is_directory=True)
+    (cassette_dir / "and-again").symlink_to(".", target_is_directory=True)
+    assert _names_loaded_in_a_subprocess(cassette_dir) == ["chat"]
+
+
+def test_a_link_back_up_is_not_followed_around_the_loop(cassette_dir: Path) -> None:
+    (cassette_dir / "openai" / "chat").mkdir(parents=True)
+    (cassette_dir / "top.yaml").write_text(go_vcr(interaction()))
+    (cassette_dir / "openai" / "chat" / "simple.yaml").write_text(go_vcr(interaction()))
+    (cassette_dir / "openai" / "chat" / "root").symlink_to("../..", target_is_directory=True)
+    result = load_paths([cassette_dir])
+    assert result.errors == []
+    assert [c.name for c in result.cassettes] == ["openai/chat/simple", "top"]
+
+
+def test_a_directory_reached_by_several_paths_is_named_by_the_shortest(cassette_dir: Path) -> None:
+    shared = cassette_dir / "archive" / "2024" / "shared"
+    shared.mkdir(parents=True)
+    (shared / "chat.yaml").write_text(go_vcr(interaction()))
+    (cassette_dir / "current").symlink_to(shared, target_is_directory=True)
+    (cassette_dir / "archive" / "2024" / "latest.yaml").symlink_to(shared / "chat.yaml")  # a file: the same rule
+    result = load_paths([cassette_dir])
+    assert [(c.name, c.file) for c in result.cassettes] == [("current/chat", str(cassette_dir / "current" / "chat.yaml"))]
+
+
+# What Go's YAML writers leave unquoted, and YAML 1.1 would read as something else.
+TYPED_LOOKING = {"X-Retry": "false", "X-Mode": "0755", "X-Time": "12:30", "X-Yes": "yes", "X-Ratio": "1.50",
+                 "X-Date": "2024-01-01t10:00:00Z"}
+
+
+def test_go_vcr_header_values_and_bodies_are_the_text_written(write_cassette) -> None:
+    headers = "{" + ", ".join(f"{name}: [{value}]" for name, value in TYPED_LOOKING.items()) + "}"
+    path = write_cassette("typed", f"""\
+version: 2
+interactions:
+- id: 7
+  request:
+    url: https://api.openai.com/v1/x
+    method: POST
+    headers: {headers}
+    body: 12:30
+  response:
+    code: 200
+    status: 200 OK
+    headers: {{x-should-retry: [false], Content-Type: [text/plain], On: [on]}}
+    body: 0755
+    duration: 1
+    event_offsets: [0, 0.5]
+""")
+    [cassette] = load_paths([path]).cassettes
+    [item] = cassette.interactions
+    assert item.id == 7 and item.response.status == 200 and item.response.duration == pytest.approx(1e-9)
+    assert dict(item.request.headers) == {name.lower(): value for name, value in TYPED_LOOKING.items()}
+    assert item.request.body == b"12:30"
+    assert (b"x-should-retry", b"false") in item.response.headers and (b"on", b"on") in item.response.headers
+    assert item.response.body == b"0755"

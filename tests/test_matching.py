@@ -100,3 +100,21 @@ def test_lone_surrogates_compare_without_crashing() -> None:
     cut = '{"content":"cut \\ud83d"}'  # a string cut in the middle of an emoji by a JS client
     assert body_key(cut) == body_key('{ "content" : "cut \\ud83d" }')
     assert body_key(cut) != body_key('{"content":"cut "}')
+
+
+def multipart_key(boundary: str, value: bytes = b"whisper-1", rules: MatchRules = RULES):
+    body = f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n'.encode() + value + f"\r\n--{boundary}--\r\n".encode()
+    return rules.key("POST", "/v1/audio/transcriptions", "", {"content-type": f"multipart/form-data; boundary={boundary}"}.get, body)
+
+
+def test_multipart_bodies_match_whatever_the_boundary() -> None:
+    assert multipart_key("a1b2") == multipart_key("c3d4")
+    assert multipart_key("a1b2") != multipart_key("c3d4", b"whisper-2")
+    assert multipart_key("a1b2", rules=MatchRules(exact_body=True)) != multipart_key("c3d4", rules=MatchRules(exact_body=True))
+
+
+def test_urlencoded_bodies_match_in_any_order_json_labelled_urlencoded_still_by_value() -> None:
+    form = {"content-type": "application/x-www-form-urlencoded"}.get
+    assert RULES.key("POST", "/token", "", form, b"b=2&a=1") == RULES.key("POST", "/token", "", form, b"a=1&b=2")
+    curl = RULES.key("POST", "/v1/chat", "", form, b'{"model": "m", "n": 1.0}')  # curl -d '{…}' says urlencoded
+    assert curl == RULES.key("POST", "/v1/chat", "", {}.get, b'{"n":1,"model":"m"}')

@@ -141,3 +141,22 @@ def test_integers_beyond_64_bits_and_deep_values_are_shown() -> None:
 ])
 def testcommon_prefix_length(a, b, expected) -> None:
     assert common_prefix_length(a, b) == expected == common_prefix_length(b, a)
+
+
+def test_form_bodies_differ_part_by_part_and_other_bodies_whole(write_cassette, cassette_dir) -> None:
+    recorded_body = (b'--rec\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n'
+                     b'--rec\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n\xff\xfe\r\n--rec--\r\n')
+    write_cassette("upload", interaction(recorded_body, url="https://api.openai.com/v1/audio/transcriptions",
+                                         request_headers={"Content-Type": ["multipart/form-data; boundary=rec"]}))
+    interactions = load_paths([cassette_dir]).cassettes[0].interactions
+    sent = recorded_body.replace(b"--rec", b"--sent").replace(b"whisper-1", b"whisper-2")
+
+    def closest(body: bytes, content_type: str) -> list[tuple[str, object, object]]:
+        request = ReceivedRequest("POST", "/v1/audio/transcriptions", "", {"content-type": content_type}, body)
+        [best] = near_misses(request, interactions, MatchRules(), limit=1)
+        return [(d.where, d.recorded, d.received) for d in best.differences]
+
+    assert closest(sent, "multipart/form-data; boundary=sent") == [("part model", "whisper-1", "whisper-2")]
+    assert closest(sent.replace(b"whisper-2", b"whisper-1"), "multipart/form-data; boundary=sent") == []
+    [(where, recorded, _)] = closest(sent, "application/octet-stream")  # not a form: the bodies, whole
+    assert where == "body" and recorded == recorded_body

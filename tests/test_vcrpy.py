@@ -319,3 +319,45 @@ def test_bodies_that_are_not_json_are_load_errors(tmp_path: Path, body: str, rea
     path.write_text(f"version: 1\ninteractions:\n- request:\n    method: POST\n    uri: https://x/\n{body}  response: {{status: 200}}\n")
     [failure] = load_paths([path]).failures
     assert reason in failure.errors[0].reason and failure.errors[0].line == line
+
+
+def test_header_values_and_bodies_are_the_text_written_numbers_in_data_stay_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "typed.yaml"
+    path.write_text("""\
+interactions:
+- request:
+    body: 12:30
+    headers: {X-Mode: [0755], X-Flag: [off]}
+    method: POST
+    uri: https://api.openai.com/v1/x
+  response:
+    body: {string: 1.50}
+    headers: {x-should-retry: [false]}
+    status: {code: 200, message: OK}
+- request:
+    parsed_body: {max_tokens: 100, stream: false, ratio: 1.50}
+    method: POST
+    uri: https://api.openai.com/v1/y
+  response:
+    body: {type: text, content: 12:30}
+    status: 200
+version: 1
+""")
+    first, second = load_one(path).interactions
+    assert dict(first.request.headers) == {"x-mode": "0755", "x-flag": "off"}
+    assert first.request.body == b"12:30"
+    assert (b"x-should-retry", b"false") in first.response.headers and first.response.body == b"1.50"
+    assert json.loads(second.request.body) == {"max_tokens": 100, "stream": False, "ratio": 1.5}
+    assert second.response.body == b"12:30" and second.response.status == 200
+
+
+def test_json_header_values_keep_their_json_spelling(tmp_path: Path) -> None:
+    path = tmp_path / "typed.json"
+    path.write_text(json.dumps({"version": 1, "interactions": [{
+        "request": {"method": "GET", "uri": "https://x/v1/models", "body": None, "headers": {"X-Flag": [True, 7]}},
+        "response": {"status": {"code": 200, "message": "OK"}, "body": {"string": "{}"},
+                     "headers": {"x-should-retry": [False], "x-ratio": 1.5}},
+    }]}))
+    [item] = load_one(path).interactions
+    assert item.request.headers == (("x-flag", "true"), ("x-flag", "7"))
+    assert (b"x-should-retry", b"false") in item.response.headers and (b"x-ratio", b"1.5") in item.response.headers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -91,8 +92,20 @@ def header_pairs(value: Any, what: str) -> list[tuple[str, str]]:
     pairs = []
     for name, values in value.items():
         for item in values if isinstance(values, list) else [values]:
-            pairs.append((str(name), "" if item is None else str(item)))
+            pairs.append((str(name), _header_text(item)))
     return pairs
+
+
+def _header_text(item: Any) -> str:
+    """A header value as written. YAML ones are text already (documents.keep_sent_text); a JSON
+    ``true`` or ``1.50`` is sent in JSON's spelling, not Python's (``True``)."""
+    if item is None:
+        return ""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, (bool, int, float)):
+        return json.dumps(item)
+    return str(item)
 
 
 def split_url(url: Any, what: str = "request.url") -> tuple[str, str]:

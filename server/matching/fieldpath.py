@@ -5,21 +5,32 @@
     messages[*].cache_control every element of an array
     tools[*].*                every key of a mapping
     **.cache_control          at any depth (zero or more levels)
-    ["key.with.dots"]         a key that is not a plain name
+    ["key.with.dots"]         a key that is not a plain name (``["*"]`` is the key ``*``)
     $.model                   a leading ``$`` is allowed and means the document root
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 from collections.abc import Iterator
 from typing import Any, Union
 
-ANY_KEY = "*"
-ANY_INDEX = "[*]"
-ANY_DEPTH = "**"
-Segment = Union[str, int]  # a key, an index, or one of the three wildcards above
+
+class Wildcard(enum.Enum):
+    """A segment that stands for many. Not a string, so that a quoted key spelled like one
+    (``["*"]``, ``["**"]``) stays the literal key it says."""
+
+    ANY_KEY = "*"
+    ANY_INDEX = "[*]"
+    ANY_DEPTH = "**"
+
+
+ANY_KEY = Wildcard.ANY_KEY
+ANY_INDEX = Wildcard.ANY_INDEX
+ANY_DEPTH = Wildcard.ANY_DEPTH
+Segment = Union[str, int, Wildcard]  # a key, an index, or a wildcard
 FieldPath = tuple[Segment, ...]
 
 _TOKEN = re.compile(
@@ -80,7 +91,7 @@ def remove_field(value: Any, path: FieldPath) -> None:
     if not path:
         return
     head, rest = path[0], path[1:]
-    if head == ANY_DEPTH:
+    if head is ANY_DEPTH:
         remove_field(value, rest)
         for child in list(_children(value)):
             remove_field(child, path)
@@ -101,12 +112,12 @@ def _children(value: Any) -> Iterator[Any]:
 
 def _matching(value: Any, segment: Segment) -> Iterator[Any]:
     if isinstance(value, dict):
-        if segment == ANY_KEY:
+        if segment is ANY_KEY:
             yield from value.values()
         elif isinstance(segment, str) and segment in value:
             yield value[segment]
     elif isinstance(value, list):
-        if segment == ANY_INDEX:
+        if segment is ANY_INDEX:
             yield from value
         elif isinstance(segment, int) and segment < len(value):
             yield value[segment]
@@ -114,12 +125,12 @@ def _matching(value: Any, segment: Segment) -> Iterator[Any]:
 
 def _delete(value: Any, segment: Segment) -> None:
     if isinstance(value, dict):
-        if segment == ANY_KEY:
+        if segment is ANY_KEY:
             value.clear()
         elif isinstance(segment, str):
             value.pop(segment, None)
     elif isinstance(value, list):
-        if segment == ANY_INDEX:
+        if segment is ANY_INDEX:
             value.clear()
         elif isinstance(segment, int) and segment < len(value):
             del value[segment]

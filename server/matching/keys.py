@@ -5,9 +5,12 @@ the same function, so that two requests match exactly when their keys are equal:
 
 - method: upper case;  path: percent-decoded;  query: decoded pairs, sorted;
 - body: JSON compared by value (key order, whitespace, ``\\u00e9`` vs ``é``, ``1`` vs ``1.0``
-  and CRLF vs LF inside strings do not matter; ignored fields are removed first), anything
-  else byte for byte; ``exact_body`` compares every body byte for byte;
-- headers: only those named in ``match_headers`` (case-insensitive names, exact values).
+  and CRLF vs LF inside strings do not matter; ignored fields are removed first); multipart
+  and urlencoded forms (by the request's Content-Type) by their parts or sorted fields
+  (forms.py), whatever the boundary; anything else byte for byte; ``exact_body`` compares
+  every body byte for byte;
+- headers: only those named in ``match_headers`` (case-insensitive names, exact values; several
+  values of one header, received or recorded, compare joined with ", ").
 """
 
 from __future__ import annotations
@@ -17,19 +20,22 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 from urllib.parse import parse_qsl, unquote
 
 import orjson
 
 from .fieldpath import FieldPath, parse_field_path, remove_field
+from .forms import Form, read_form
 
 # What normalise_json changes can only be in a body that has a number with a fraction or an
 # exponent (``1.0``, ``1e2``) or an escaped carriage return; most bodies have neither and skip
 # the walk. False positives (``"gpt-4.1"``) only cost the walk.
 _NEEDS_NORMALISING = re.compile(rb"\d[.eE]|\\r|\\u000[dD]")
 
-MatchKey = tuple[str, str, tuple[tuple[str, str], ...], tuple[str | None, ...], bytes]
+BodyKey = Union[bytes, Form]
+MatchKey = tuple[str, str, tuple[tuple[str, str], ...], tuple[str | None, ...], BodyKey]
+CONTENT_TYPE = "content-type"  # a request header the key reads (forms), whatever match_headers says
 _NOT_JSON = object()
 
 
@@ -57,18 +63,29 @@ class MatchRules:
             path,
             normalise_query(query),
             tuple(header(name) for name in self.match_headers),
-            body if self.exact_body else self.body_key(body),
+            body if self.exact_body else self.body_key(body, header(CONTENT_TYPE)),
         )
 
-    def body_key(self, body: bytes) -> bytes:
-        """Canonical JSON bytes for a JSON body, the body itself otherwise."""
+    def body_key(self, body: bytes, content_type: str | None = None) -> BodyKey:
+        """Canonical JSON bytes for a JSON body; else the form it holds (by ``content_type``:
+        the parts of a multipart body without its boundary, urlencoded fields sorted); else
+        the body itself. JSON comes first: ``curl -d '{…}'`` sends JSON labelled urlencoded."""
         value = self.json_value(body)
         if value is _NOT_JSON:
-            return body
+            form = read_form(body, content_type)
+            return body if form is None else form
         try:
             return canonical_json(value)
         except (RecursionError, ValueError):  # too deep, or not writable as JSON: compare the bytes
             return body
+
+    def form_of(self, body: bytes, content_type: str | None) -> Form | None:
+        """The form matching compares a body as, or None (JSON, not a form, ``exact_body``).
+        Asks for the form first: most bodies say they are JSON, and that answer is cheap."""
+        if self.exact_body:
+            return None
+        form = read_form(body, content_type)
+        return form if form is not None and self.json_value(body) is _NOT_JSON else None  # as body_key decides
 
     def json_value(self, body: bytes) -> Any:
         """The normalised JSON value of a body (ignored fields removed), or ``_NOT_JSON``."""

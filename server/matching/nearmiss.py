@@ -21,9 +21,10 @@ from typing import Any
 
 import orjson
 
-from ..models import Interaction, ReceivedRequest
+from ..models import Interaction, ReceivedRequest, RecordedRequest
 from .fieldpath import format_field_path
-from .keys import MatchKey, MatchRules, is_json, normalise_query, parse_json
+from .forms import diff_forms
+from .keys import CONTENT_TYPE, MatchKey, MatchRules, is_json, normalise_query, parse_json
 
 
 class _Absent:
@@ -202,8 +203,20 @@ def compare(
         if recorded.header(name) != request.header(name):
             differences.append(Difference("header", name, _or_absent(recorded.header(name)), _or_absent(request.header(name))))
     recorded_value = None if recorded_key is None or rules.exact_body else parse_json(recorded_key[4])
-    differences += _body_differences(recorded.body, request.body, rules, received_body, recorded_value)
+    form = _form_differences(recorded, request, rules)
+    differences += form if form is not None else _body_differences(recorded.body, request.body, rules, received_body,
+                                                                   recorded_value)
     return differences
+
+
+def _form_differences(recorded: RecordedRequest, received: ReceivedRequest, rules: MatchRules) -> list[Difference] | None:
+    """Part by part (``part file``, ``form model``) when both bodies are forms of one kind; else
+    None, and the bodies are compared whole."""
+    received_form = rules.form_of(received.body, received.header(CONTENT_TYPE))
+    recorded_form = rules.form_of(recorded.body, recorded.header(CONTENT_TYPE)) if received_form is not None else None
+    if received_form is None or recorded_form is None or recorded_form.kind != received_form.kind:
+        return None
+    return [Difference("body", where, _or_absent(a), _or_absent(b)) for where, a, b in diff_forms(recorded_form, received_form)]
 
 
 def _body_differences(recorded: bytes, received: bytes, rules: MatchRules, received_value: Any, recorded_value: Any) -> list[Difference]:
