@@ -148,7 +148,7 @@ def test_form_bodies_differ_part_by_part_and_other_bodies_whole(write_cassette, 
                      b'--rec\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n\xff\xfe\r\n--rec--\r\n')
     write_cassette("upload", interaction(recorded_body, url="https://api.openai.com/v1/audio/transcriptions",
                                          request_headers={"Content-Type": ["multipart/form-data; boundary=rec"]}))
-    interactions = load_paths([cassette_dir]).cassettes[0].interactions
+    interactions = recorded(cassette_dir)
     sent = recorded_body.replace(b"--rec", b"--sent").replace(b"whisper-1", b"whisper-2")
 
     def closest(body: bytes, content_type: str) -> list[tuple[str, object, object]]:
@@ -158,5 +158,5 @@ def test_form_bodies_differ_part_by_part_and_other_bodies_whole(write_cassette, 
 
     assert closest(sent, "multipart/form-data; boundary=sent") == [("part model", "whisper-1", "whisper-2")]
     assert closest(sent.replace(b"whisper-2", b"whisper-1"), "multipart/form-data; boundary=sent") == []
-    [(where, recorded, _)] = closest(sent, "application/octet-stream")  # not a form: the bodies, whole
-    assert where == "body" and recorded == recorded_body
+    [(where, recorded_value, _)] = closest(sent, "application/octet-stream")  # not a form: the bodies, whole
+    assert where == "body" and recorded_value == recorded_body

@@ -24,7 +24,7 @@ import orjson
 from ..models import Interaction, ReceivedRequest, RecordedRequest
 from .fieldpath import format_field_path
 from .forms import diff_forms
-from .keys import CONTENT_TYPE, MatchKey, MatchRules, is_json, normalise_query, parse_json
+from .keys import CONTENT_TYPE, BodyKey, MatchKey, MatchRules, is_json, normalise_query, parse_json
 
 
 class _Absent:
@@ -159,7 +159,7 @@ def near_misses(
     pool = [(order, interaction, key) for order, (interaction, key) in enumerate(recorded)]
     candidates = [item for item in pool if item[2][0] == method and item[2][1] == request.path] or pool
     if len(candidates) > compared:
-        body = received_key[4]
+        body = _comparable(received_key[4], request.body)
         candidates = sorted(heapq.nsmallest(compared, candidates, key=lambda item: _looks_close(item, body)))
     received_body = rules.json_value(request.body) if not rules.exact_body else None
     ranked = []
@@ -174,9 +174,15 @@ def near_misses(
 def _looks_close(item: tuple[int, Interaction, MatchKey], body: bytes) -> tuple[int, int, int]:
     """How close a recording looks to a received body, cheaply (smaller is closer): the bytes
     their canonical bodies share at the start and the end, then how much their lengths differ."""
-    order, _, key = item
-    recorded = key[4]
+    order, interaction, key = item
+    recorded = _comparable(key[4], interaction.request.body)
     return -shared_ends(recorded, body), abs(len(recorded) - len(body)), order
+
+
+def _comparable(body_key: BodyKey, body: bytes) -> bytes:
+    """The bytes a body is pre-ranked by: its canonical form, or for a form (whose key holds its
+    parts) the body as sent."""
+    return body_key if isinstance(body_key, bytes) else body
 
 
 def shared_ends(a: bytes, b: bytes) -> int:
@@ -202,7 +208,8 @@ def compare(
     for name in rules.match_headers:
         if recorded.header(name) != request.header(name):
             differences.append(Difference("header", name, _or_absent(recorded.header(name)), _or_absent(request.header(name))))
-    recorded_value = None if recorded_key is None or rules.exact_body else parse_json(recorded_key[4])
+    body_key = recorded_key[4] if recorded_key is not None else None
+    recorded_value = parse_json(body_key) if isinstance(body_key, bytes) and not rules.exact_body else None
     form = _form_differences(recorded, request, rules)
     differences += form if form is not None else _body_differences(recorded.body, request.body, rules, received_body,
                                                                    recorded_value)
