@@ -1,0 +1,208 @@
+"""Everything one run measured, printed as Markdown tables, the issue's targets as ratios with
+PASS/FAIL, and a line saying which machine and versions produced the figures."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import subprocess
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from load import LoadResult, wrk_version
+from paced import PacedResult
+from startup import ColdLoad, Startup
+
+CASSETTE_SERVER = "cassette-server"
+BARE = "bare ASGI"
+BARE_WHOLE = "bare ASGI, one send"
+WIREMOCK = "WireMock tuned"
+LOOKUP_FLAT = 1.5  # "flat": the largest corpus costs at most this many times the smallest per hit
+
+
+@dataclass
+class Results:
+    """What the run measured (fields stay empty for the cases not run)."""
+
+    mode: str
+    seconds: float
+    throughput: dict[str, dict[str, LoadResult]] = field(default_factory=dict)  # case → server → wrk
+    case_sizes: dict[str, str] = field(default_factory=dict)  # case → what its answer is
+    paced: list[tuple[str, PacedResult]] = field(default_factory=list)  # (server, result) in run order
+    startup: dict[str, Startup] = field(default_factory=dict)  # "server, corpus" → startup
+    rss_after_load: dict[str, float] = field(default_factory=dict)  # server → MiB, idle again after the load cases
+    parse_s: float | None = None
+    corpus_size: int = 0
+    cold: dict[str, ColdLoad] = field(default_factory=dict)
+    inprocess_us: dict[str, float] = field(default_factory=dict)
+    lookup_us: dict[int, float] = field(default_factory=dict)
+    wiremock_flags: dict[str, LoadResult] = field(default_factory=dict)
+    mismatches: dict[str, str] = field(default_factory=dict)  # "case / server" → how the answer differed
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        data = asdict(self)
+        data["paced"] = [{"server": server, **asdict(result)} for server, result in self.paced]
+        return data
+
+
+@dataclass(frozen=True)
+class Target:
+    what: str
+    measured: str
+    passed: bool | None  # None: not measured in this run
+
+
+def machine(wiremock_jar: Path | None) -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.machine())
+    versions = [f"Python {platform.python_version()}"]
+    for package in ("uvicorn", "uvloop", "httptools"):
+        try:
+            versions.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"no {package}")
+    versions.append(wrk_version())
+    if wiremock_jar is not None:
+        java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()
+        versions.append(f"WireMock {wiremock_jar.stem.removeprefix('wiremock-standalone-')}"
+                        f" ({java[0] if java else 'java'})")
+    else:
+        versions.append("no WireMock (needs java and npm)")
+    load = os.getloadavg()[0]
+    return f"{os.cpu_count()} cores, {model}; {', '.join(versions)}; load average {load:.2f} at the start"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.1f} ms" if value < 100 else f"{value:.0f} ms"
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return numerator / denominator if numerator and denominator else None
+
+
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}×"
+
+
+def render(results: Results) -> str:
+    parts: list[str] = []
+    if results.throughput:
+        rows = []
+        for case, servers in results.throughput.items():
+            base = servers.get(CASSETTE_SERVER)
+            for server, load in servers.items():
+                mine = base.requests_per_second if base else None
+                problems = [f"{load.errors} socket errors"] if load.errors else []
+                problems += [f"{load.unexpected_status} non-2xx"] if load.unexpected_status else []
+                rows.append([results.case_sizes.get(case, case), server, f"{load.requests_per_second:,.0f}",
+                             _ms(load.p50_ms), _ms(load.p99_ms),
+                             "" if server == CASSETTE_SERVER else _times(_ratio(mine, load.requests_per_second)),
+                             ", ".join(problems)])
+        parts.append(f"### Throughput (wrk -t2 -c50 -d{results.seconds:g}s, speed 0)\n\n" + _table(
+            ["case", "server", "req/s", "p50", "p99", "cassette-server ÷ this", "problems"], rows))
+    if results.paced:
+        rows = [[f"{result.streams:,}", server, _ms(result.p50_ms), _ms(result.p99_ms), _ms(result.max_ms),
+                 _ms(result.headers_p99_ms),
+                 f"{result.headers_early} ({result.headers_earliest_ms:+.2f} ms)" if result.headers_early else "0",
+                 ", ".join(f"{count} {why}" for why, count in result.failures.items()) or "0",
+                 _ms(result.client_lag_p99_ms)]
+                for server, result in results.paced]
+        parts.append("### Paced streams (speed 1: 20 events 50 ms apart, headers after 100 ms; started over 1 s)\n\n"
+                     "Lateness = arrival − (request sent + recorded offset), over every event of every stream.\n\n"
+                     + _table(["streams", "server", "p50", "p99", "max", "headers p99", "headers early", "failed",
+                               "client loop lag p99"], rows))
+    if results.startup or results.parse_s is not None or results.rss_after_load:
+        rows = [[label, f"{startup.ready_s:.2f} s", f"{startup.idle_rss_mib:.0f} MiB"]
+                for label, startup in results.startup.items()]
+        rows += [[f"{server}, after the load cases", "-", f"{rss:.0f} MiB"]
+                 for server, rss in results.rss_after_load.items()]
+        if results.parse_s is not None:
+            rows.append([f"yaml.load(CSafeLoader) alone, {results.corpus_size:,} interactions",
+                         f"{results.parse_s:.2f} s", "-"])
+        parts.append("### Startup (process start → health check 200) and idle memory (VmRSS)\n\n"
+                     + _table(["server", "ready", "idle RSS"], rows))
+    if results.cold:
+        rows = [[server, f"{cold.ready_s:.2f} s", f"{cold.load.requests_per_second:,.0f}", _ms(cold.load.p99_ms)]
+                for server, cold in results.cold.items()]
+        parts.append(f"### The first {results.seconds:g} s after start (JSON, wrk started at the first health 200)\n\n"
+                     + _table(["server", "ready", "req/s", "p99"], rows))
+    if results.inprocess_us or results.lookup_us:
+        rows = [[f"{case}", f"{value:,.1f} µs"] for case, value in results.inprocess_us.items()]
+        rows += [[f"hit in a corpus of {size:,}", f"{value:,.1f} µs"] for size, value in results.lookup_us.items()]
+        parts.append("### In-process cost per request (the ASGI app, no uvicorn, no sockets)\n\n"
+                     + _table(["request", "per request"], rows))
+    if results.wiremock_flags:
+        rows = [[flags, f"{load.requests_per_second:,.0f}", _ms(load.p99_ms)]
+                for flags, load in results.wiremock_flags.items()]
+        parts.append("### WireMock flags (JSON, after warm-up)\n\n" + _table(["flags", "req/s", "p99"], rows))
+    return "\n\n".join(parts)
+
+
+def targets(results: Results) -> list[Target]:
+    """The issue's targets, each from figures of this run (None when a figure is missing)."""
+    found: list[Target] = []
+    rates = {case: {server: load.requests_per_second for server, load in servers.items()}
+             for case, servers in results.throughput.items()}
+
+    def rate_target(case: str, peer: str, at_least: float, label: str) -> None:
+        if f"{case} / {CASSETTE_SERVER}" in results.mismatches:
+            found.append(Target(f"{label} ≥ {at_least:g}× {peer}", "not byte-exact", False))
+            return
+        ratio = _ratio(rates.get(case, {}).get(CASSETTE_SERVER), rates.get(case, {}).get(peer))
+        found.append(Target(f"{label} ≥ {at_least:g}× {peer}", _times(ratio),
+                            None if ratio is None else ratio >= at_least))
+
+    rate_target("json", WIREMOCK, 1.2, "JSON req/s")
+    rate_target("json", BARE, 0.8, "JSON req/s")
+    rate_target("sse", WIREMOCK, 1.0, "SSE (speed 0) req/s, byte-exact,")
+    paced = [(server, result) for server, result in results.paced]
+    counts = sorted({result.streams for _, result in paced})
+    for position, streams in enumerate(counts):
+        mine = next((r for s, r in paced if s == CASSETTE_SERVER and r.streams == streams), None)
+        bare = next((r for s, r in paced if s == BARE and r.streams == streams), None)
+        if mine is None:
+            continue
+        sound = not mine.failures and mine.headers_early == 0
+        if position == 0:
+            found.append(Target(f"paced, {streams:,} streams: p99 lateness ≤ 10 ms, headers never early, no failures",
+                                f"p99 {_ms(mine.p99_ms)}, {mine.headers_early} early", sound and mine.p99_ms <= 10))
+        else:
+            ratio = mine.p99_ms / bare.p99_ms if bare and bare.p99_ms > 0 else None
+            found.append(Target(f"paced, {streams:,} streams: p99 lateness ≤ 1.5× bare ASGI, headers never early",
+                                f"{_times(ratio)} ({_ms(mine.p99_ms)} vs {_ms(bare.p99_ms) if bare else '-'}), "
+                                f"{mine.headers_early} early", None if ratio is None else sound and ratio <= 1.5))
+    corpus = f"{results.corpus_size:,} interactions"
+    mine_start = results.startup.get(f"{CASSETTE_SERVER}, {corpus}")
+    bare_start = results.startup.get(f"{BARE}, {corpus}")
+    ratio = _ratio(mine_start.ready_s if mine_start else None, bare_start.ready_s if bare_start else None)
+    parse_ratio = _ratio(mine_start.ready_s if mine_start else None, results.parse_s)
+    found.append(Target(f"startup with {corpus} ≤ 1.1× the bare app (uvicorn + CSafeLoader parse of the same files)",
+                        f"{_times(ratio)} (the parse alone: {_times(parse_ratio)})",
+                        None if ratio is None else ratio <= 1.1))
+    if results.lookup_us:
+        sizes = sorted(results.lookup_us)
+        flat = _ratio(results.lookup_us[sizes[-1]], results.lookup_us[sizes[0]])
+        found.append(Target(f"lookup flat: a hit among {sizes[-1]:,} ≤ {LOOKUP_FLAT:g}× a hit among {sizes[0]:,}",
+                            _times(flat), None if flat is None else flat <= LOOKUP_FLAT))
+    mine_rss = results.startup.get(f"{CASSETTE_SERVER}, benchmark cassette")
+    wiremock_rss = results.startup.get(f"{WIREMOCK}, the same stubs")
+    ratio = _ratio(mine_rss.idle_rss_mib if mine_rss else None, wiremock_rss.idle_rss_mib if wiremock_rss else None)
+    after = _ratio(results.rss_after_load.get(CASSETTE_SERVER), results.rss_after_load.get(WIREMOCK))
+    found.append(Target("idle RSS (just started) ≤ 1/10 of WireMock's",
+                        f"{_times(ratio)} (after the load cases: {_times(after)})",
+                        None if ratio is None else ratio <= 0.1))
+    return found
+
+
+def render_targets(found: list[Target]) -> str:
+    rows = [["PASS" if target.passed else "not run" if target.passed is None else "FAIL", target.what, target.measured]
+            for target in found]
+    return "### Targets\n\n" + _table(["", "target", "measured"], rows)

@@ -1,0 +1,261 @@
+"""Peer benchmark: cassette-server against a bare ASGI app (the ceiling) and WireMock.
+
+    python bench/run.py [--quick] [--cases json,sse,miss,paced,cold,startup,inprocess,lookup]
+                        [--json results.json]
+
+Every server answers the same recorded bytes (checked before any timing). Prints Markdown
+tables, the issue's targets as ratios with PASS/FAIL, and the machine the figures come from.
+Needs wrk (installed with apt-get when missing and running as root); WireMock runs when Java is
+there (its jar comes from the npm package ``wiremock``, installed into bench/.cache/). A full
+run takes about 8 minutes; ``--quick`` (2 s per case, fewer streams, smaller corpora) about 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import fixtures
+import inprocess
+import load
+import paced
+import peers
+import report
+import startup
+from fixtures import Case
+from peers import Peer
+
+ALL_CASES = ("json", "sse", "miss", "paced", "cold", "startup", "inprocess", "lookup")
+EXTRA_CASES = ("wiremock-flags",)  # only when asked for: restarts WireMock once per flag set
+LOAD_CASES = ("json", "sse", "miss")
+WIREMOCK_FLAG_SETS = {
+    "(defaults)": (),
+    "--no-request-journal --disable-request-logging": peers.WIREMOCK_TUNED,
+    "… + --container-threads 64": (*peers.WIREMOCK_TUNED, "--container-threads", "64"),
+    "… + --async-response-enabled true": (*peers.WIREMOCK_TUNED, "--async-response-enabled", "true"),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how big, for a full run or a quick smoke run."""
+
+    seconds: float  # wrk duration per case and server
+    warmup: float  # wrk seconds per case before timing, for every server
+    wiremock_warmup: float  # more for WireMock: its JIT needs ~45 s
+    streams: tuple[int, ...]
+    corpus: int  # interactions in the startup corpus
+    lookup_sizes: tuple[int, ...]
+    repeats: int  # startups measured per server (median)
+    budget: float  # seconds per in-process measurement
+
+
+FULL = Plan(10, 2, 45, (500, 1000, 2000), 10_000, (1, 100, 1_000, 10_000, 100_000), 3, 2.0)
+QUICK = Plan(2, 1, 5, (50, 100, 200), 2_000, (1, 100, 1_000, 10_000), 1, 0.3)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run: its figures are not the targets'")
+    parser.add_argument("--cases", default=",".join(ALL_CASES),
+                        help=f"comma-separated, from {', '.join(ALL_CASES + EXTRA_CASES)} (default: all but "
+                        f"{', '.join(EXTRA_CASES)})")
+    parser.add_argument("--paced-workers", type=int, default=2, help="client processes for paced streams (default 2)")
+    parser.add_argument("--no-wiremock", action="store_true", help="leave WireMock out even when Java is there")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure to FILE as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the generated fixtures and server logs")
+    args = parser.parse_args(argv)
+    args.cases = [case.strip() for case in args.cases.split(",") if case.strip()]
+    unknown = set(args.cases) - set(ALL_CASES + EXTRA_CASES)
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(sorted(unknown))}; known: {', '.join(ALL_CASES + EXTRA_CASES)}")
+    return args
+
+
+class Bench:
+    """One run: the fixtures in a temporary directory, the servers, and what was measured."""
+
+    def __init__(self, work: Path, plan: Plan, jar: Path | None, paced_workers: int, results: report.Results) -> None:
+        self.work = work
+        self.plan = plan
+        self.jar = jar
+        self.paced_workers = paced_workers
+        self.results = results
+        self.logs = work / "logs"
+        self.cases = fixtures.benchmark_cases()
+        self.cassettes = fixtures.write_cassettes(self.cases, work / "cassettes")
+        self.stubs = fixtures.write_wiremock_root(self.cases, work / "wiremock") if jar else None
+        for case in self.cases.values():
+            answer = case.answer
+            results.case_sizes[case.name] = "miss (404)" if answer is None else (
+                f"{case.name.upper()} {len(answer.body):,} B" + (f", {len(answer.events)} events" if answer.events else ""))
+
+    def say(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+    # Servers answering the benchmark cassette.
+    def cassette_server(self, directory: Path | None = None) -> Peer:
+        return peers.cassette_server(directory or self.cassettes, self.logs)
+
+    def bare(self, directory: Path | None = None, sse_sends: str = "event") -> Peer:
+        return peers.bare(directory or self.cassettes, self.logs, sse_sends=sse_sends)
+
+    def wiremock(self, flags: tuple[str, ...] = peers.WIREMOCK_TUNED, label: str = "tuned") -> Peer:
+        assert self.jar is not None and self.stubs is not None
+        return peers.wiremock(self.jar, self.stubs, self.logs, flags=flags, label=label)
+
+    def served(self, case_names: list[str]) -> None:
+        """The load cases and the paced streams, against servers started once for all of them."""
+        running = [self.cassette_server(), self.bare()]
+        if "sse" in case_names:
+            running.append(self.bare(sse_sends="whole"))
+        if self.jar and any(name in LOAD_CASES for name in case_names):
+            running.append(self.wiremock())
+        try:
+            for peer in running:
+                self.say(f"starting {peer.name}")
+                peer.start()
+            for name in (name for name in LOAD_CASES if name in case_names):
+                self.load_case(self.cases[name], running)
+            if "paced" in case_names:
+                self.paced(running[0], running[1])
+            time.sleep(startup.IDLE_SETTLE)
+            self.results.rss_after_load.update({peer.name: peer.rss_mib() for peer in running})
+        finally:
+            for peer in running:
+                peer.stop()
+
+    def load_case(self, case: Case, running: list[Peer]) -> None:
+        servers = [peer for peer in running if peer.name != report.BARE_WHOLE or case.name == "sse"]
+        timed: dict[str, load.LoadResult] = {}
+        for peer in servers:
+            problem = load.check_answer(peer.url(case.path), case)
+            if problem:
+                self.results.mismatches[f"{case.name} / {peer.name}"] = problem
+                self.say(f"{case.name}: {peer.name} does not answer the recorded bytes ({problem}): not timed")
+                continue
+            warmup = self.plan.warmup + (self.plan.wiremock_warmup / len(LOAD_CASES) if peer.name == report.WIREMOCK else 0)
+            self.say(f"{case.name}: {peer.name} (warm-up {warmup:.0f} s, then {self.plan.seconds:g} s)")
+            load.run_wrk(peer.url(case.path), case, warmup, self.work)
+            timed[peer.name] = load.run_wrk(peer.url(case.path), case, self.plan.seconds, self.work)
+        self.results.throughput[case.name] = timed
+
+    def paced(self, server: Peer, bare: Peer) -> None:
+        case = self.cases["paced"]
+        for peer in (server, bare):
+            problem = load.check_answer(peer.url(case.path), case)
+            if problem:
+                raise RuntimeError(f"paced: {peer.name} does not answer the recorded bytes: {problem}")
+        for streams in self.plan.streams:
+            for peer in (server, bare):
+                self.say(f"paced: {streams} streams against {peer.name}")
+                self.results.paced.append((peer.name, paced.measure(case, peer.port, streams,
+                                                                    workers=self.paced_workers)))
+                time.sleep(1.0)  # let the last connections close before the next run
+
+    def cold(self) -> None:
+        """Fresh processes, loaded with wrk from the moment they answer (the JSON case)."""
+        makers = {report.CASSETTE_SERVER: self.cassette_server, report.BARE: self.bare}
+        if self.jar:
+            makers[report.WIREMOCK] = self.wiremock
+        for name, make in makers.items():
+            self.say(f"first {self.plan.seconds:g} s after start: {name}")
+            self.results.cold[name] = startup.cold_load(make, self.cases["json"], self.plan.seconds, self.work)
+
+    def startup(self) -> None:
+        corpus = fixtures.write_corpus(self.work / "corpus", self.plan.corpus)
+        size = f"{self.plan.corpus:,} interactions"
+        makers = {
+            f"{report.CASSETTE_SERVER}, benchmark cassette": self.cassette_server,
+            f"{report.BARE}, benchmark cassette": self.bare,
+            f"{report.CASSETTE_SERVER}, {size}": lambda: self.cassette_server(corpus),
+            f"{report.BARE}, {size}": lambda: self.bare(corpus),
+        }
+        if self.jar:
+            makers[f"{report.WIREMOCK}, the same stubs"] = self.wiremock
+        for label, make in makers.items():
+            self.say(f"startup: {label}")
+            self.results.startup[label] = startup.startup(make, self.plan.repeats)
+        self.results.parse_s = startup.parse_seconds(corpus, self.plan.repeats)
+
+    def inprocess(self) -> None:
+        app = inprocess.build_app(self.cassettes)
+        for name in ("json", "sse", "miss"):
+            self.say(f"in-process: {name}")
+            self.results.inprocess_us[self.results.case_sizes[name]] = inprocess.per_request_us(
+                app, self.cases[name], self.plan.budget)
+
+    def lookup(self) -> None:
+        for size in self.plan.lookup_sizes:
+            self.say(f"lookup: corpus of {size:,}")
+            corpus = fixtures.write_corpus(self.work / f"lookup-{size}", size)
+            self.results.lookup_us[size] = inprocess.lookup_us(corpus, size, self.plan.budget)
+
+    def wiremock_flags(self) -> None:
+        """WireMock's JSON throughput with each flag set, after the same warm-up: which is fastest."""
+        for label, flags in WIREMOCK_FLAG_SETS.items():
+            peer = self.wiremock(flags, label="flags")
+            try:
+                self.say(f"WireMock {label}")
+                peer.start()
+                url = peer.url(self.cases["json"].path)
+                load.run_wrk(url, self.cases["json"], self.plan.wiremock_warmup, self.work)
+                self.results.wiremock_flags[label] = load.run_wrk(url, self.cases["json"], self.plan.seconds, self.work)
+            finally:
+                peer.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    peers.raise_fd_limit()
+    if any(case in LOAD_CASES + ("cold", "wiremock-flags") for case in args.cases):
+        load.ensure_wrk()
+    jar = None if args.no_wiremock else peers.wiremock_jar()
+    results = report.Results(mode="quick" if args.quick else "full", seconds=plan.seconds, corpus_size=plan.corpus)
+    work = Path(tempfile.mkdtemp(prefix="cassette-bench-"))
+    machine = report.machine(jar)
+    if jar is None:
+        results.notes.append("WireMock was not run (no Java, or npm could not install it): its targets are not run.")
+    try:
+        bench = Bench(work, plan, jar, args.paced_workers, results)
+        wanted = [case for case in ALL_CASES + EXTRA_CASES if case in args.cases]
+        if any(case in LOAD_CASES + ("paced",) for case in wanted):
+            bench.served(wanted)
+        for case in ("cold", "startup", "inprocess", "lookup"):
+            if case in wanted:
+                getattr(bench, case)()
+        if "wiremock-flags" in wanted and jar:
+            bench.wiremock_flags()
+    finally:
+        if args.keep:
+            print(f"fixtures and server logs kept in {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"## cassette-server peer benchmark ({results.mode} run)\n")
+    print(f"Machine: {machine}; load average {os.getloadavg()[0]:.2f} at the end.")
+    if args.quick:
+        print("A quick run (2 s per case, fewer streams, smaller corpora) checks that the benchmark works; "
+              "its figures are not the targets' conditions.")
+    for note in results.notes:
+        print(f"Note: {note}")
+    for where, problem in results.mismatches.items():
+        print(f"Not byte-exact, not timed: {where}: {problem}")
+    print()
+    print(report.render(results))
+    print()
+    print(report.render_targets(report.targets(results)))
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, **results.as_json()}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
