@@ -22,6 +22,7 @@ from fixtures import CORPUS_PATH, Case, corpus_request
 
 ROOT = Path(__file__).resolve().parent.parent
 DISTINCT_REQUESTS = 1000  # lookups cycle over this many recordings spread over the corpus
+ROUNDS = 5
 
 
 def build_app(directory: Path):
@@ -43,8 +44,9 @@ def _scope(method: str, path: str) -> dict:
 
 
 async def _time_requests(app, requests: Sequence[tuple[dict, bytes]], budget: float, expect: int) -> float:
-    """Microseconds per request, calling the app over ``requests`` in turn for about ``budget`` s;
-    the first round must answer with status ``expect`` (a hit is not timed as a miss)."""
+    """Microseconds per request, calling the app over ``requests`` in turn: the best of ``ROUNDS``
+    rounds of ``budget / ROUNDS`` seconds each (the least disturbed by the rest of the machine).
+    A first pass must answer with status ``expect`` (a hit is not timed as a miss)."""
     never = asyncio.Event()
     statuses: list[int] = []
 
@@ -59,21 +61,27 @@ async def _time_requests(app, requests: Sequence[tuple[dict, bytes]], budget: fl
 
         return receive
 
-    async def send(message: dict) -> None:
+    async def checked_send(message: dict) -> None:
         if message["type"] == "http.response.start":
             statuses.append(message["status"])
 
+    async def send(message: dict) -> None:
+        pass
+
     for scope, body in requests:
-        await app(scope, receiver(body), send)
+        await app(scope, receiver(body), checked_send)
     if set(statuses) != {expect}:
         raise RuntimeError(f"in-process answers had status {sorted(set(statuses))}, expected {expect}")
-    done = 0
-    began = time.perf_counter()
-    while (elapsed := time.perf_counter() - began) < budget:
-        for scope, body in requests:
-            await app(scope, receiver(body), send)
-        done += len(requests)
-    return elapsed / done * 1e6
+    rounds = []
+    for _ in range(ROUNDS):
+        done = 0
+        began = time.perf_counter()
+        while (elapsed := time.perf_counter() - began) < budget / ROUNDS:
+            for scope, body in requests:
+                await app(scope, receiver(body), send)
+            done += len(requests)
+        rounds.append(elapsed / done * 1e6)
+    return min(rounds)
 
 
 def per_request_us(app, case: Case, budget: float) -> float:
