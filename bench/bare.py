@@ -52,7 +52,8 @@ def _events(body: bytes) -> tuple[bytes, ...]:
 
 def _reply(response: dict, sse_sends: str) -> Reply:
     body = (response.get("body") or "").encode()
-    headers = [(name.lower().encode(), str(values[0]).encode()) for name, values in (response.get("headers") or {}).items()]
+    recorded = response.get("headers") or {}
+    headers = [(name.lower().encode(), str(values[0]).encode()) for name, values in recorded.items()]
     streamed = any(name == b"content-type" and value.startswith(b"text/event-stream") for name, value in headers)
     if not streamed:
         return Reply(response["code"], headers + [(b"content-length", str(len(body)).encode())], (body,))

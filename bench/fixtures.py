@@ -134,7 +134,8 @@ def write_cassettes(cases: dict[str, Case], directory: Path) -> Path:
             "response": response,
         })
     directory.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump({"version": 2, "interactions": interactions}, sort_keys=False, allow_unicode=True, width=1 << 20)
+    text = yaml.safe_dump({"version": 2, "interactions": interactions}, sort_keys=False, allow_unicode=True,
+                          width=1 << 20)
     (directory / "bench.yaml").write_text(text, encoding="utf-8")
     return directory
 

@@ -3,7 +3,7 @@ at once. The client is raw asyncio sockets in worker processes of its own (never
 server), so its timing is the wire's.
 
 Stream ``i`` of N is started at ``start + i / N * spread`` (N streams over ``spread`` seconds).
-For each stream, "sent" is the moment the request was written to the socket, and
+Each stream connects at its start; "sent" is the moment just before its request is written, and
 
     headers lateness = headers arrival - (sent + recorded duration)
     event lateness   = event arrival   - (sent + recorded duration + recorded event offset)

@@ -25,7 +25,9 @@ ROOT = BENCH.parent
 WIREMOCK_CACHE = BENCH / ".cache" / "wiremock"  # git-ignored; `npm install wiremock` lands here
 HEALTH_PATH = "/__admin/health"  # cassette-server's, WireMock's, and the bare app's
 # "WireMock tuned": no request journal (it grows with every request) and no request logging.
-# `run.py --cases wiremock-flags` compares these with the defaults and with more threads.
+# `run.py --cases wiremock-flags` compares them with the defaults, with 64 container threads and
+# with async responses; on a (busy) 2-core machine these two flags gave the most, the other two
+# nothing more. Re-run that case on the machine that measures.
 WIREMOCK_TUNED = ("--no-request-journal", "--disable-request-logging")
 
 
@@ -123,7 +125,8 @@ def wiremock_version(jar: Path) -> str:
     return jar.stem.removeprefix("wiremock-standalone-")
 
 
-def wiremock(jar: Path, root: Path, logs: Path, *, flags: tuple[str, ...] = WIREMOCK_TUNED, label: str = "tuned") -> Peer:
+def wiremock(jar: Path, root: Path, logs: Path, *, flags: tuple[str, ...] = WIREMOCK_TUNED,
+             label: str = "tuned") -> Peer:
     port = free_port()
     command = ["java", "-jar", str(jar), "--port", str(port), "--bind-address", "127.0.0.1",
                "--root-dir", str(root), "--disable-banner", *flags]
