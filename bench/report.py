@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from inprocess import DISTINCT_REQUESTS, ROUNDS
 from load import LoadResult, wrk_version
 from paced import PacedResult
 from startup import ColdLoad, Startup
@@ -27,7 +28,12 @@ class Results:
     """What the run measured (fields stay empty for the cases not run)."""
 
     mode: str
-    seconds: float
+    seconds: float  # wrk duration per case and server
+    warmup: float = 0.0  # wrk seconds per case before timing
+    wiremock_warmup: float = 0.0  # WireMock's extra warm-up, over its cases
+    wiremock_flags_used: str = ""
+    startup_repeats: int = 1
+    paced_workers: int = 1
     throughput: dict[str, dict[str, LoadResult]] = field(default_factory=dict)  # case → server → wrk
     case_sizes: dict[str, str] = field(default_factory=dict)  # case → what its answer is
     paced: list[tuple[str, PacedResult]] = field(default_factory=list)  # (server, result) in run order
@@ -93,57 +99,102 @@ def _times(value: float | None) -> str:
 
 
 def render(results: Results) -> str:
-    parts: list[str] = []
-    if results.throughput:
-        rows = []
-        for case, servers in results.throughput.items():
-            base = servers.get(CASSETTE_SERVER)
-            for server, load in servers.items():
-                mine = base.requests_per_second if base else None
-                problems = [f"{load.errors} socket errors"] if load.errors else []
-                problems += [f"{load.unexpected_status} non-2xx"] if load.unexpected_status else []
-                rows.append([results.case_sizes.get(case, case), server, f"{load.requests_per_second:,.0f}",
-                             _ms(load.p50_ms), _ms(load.p99_ms),
-                             "" if server == CASSETTE_SERVER else _times(_ratio(mine, load.requests_per_second)),
-                             ", ".join(problems)])
-        parts.append(f"### Throughput (wrk -t2 -c50 -d{results.seconds:g}s, speed 0)\n\n" + _table(
-            ["case", "server", "req/s", "p50", "p99", "cassette-server ÷ this", "problems"], rows))
-    if results.paced:
-        rows = [[f"{result.streams:,}", server, _ms(result.p50_ms), _ms(result.p99_ms), _ms(result.max_ms),
-                 _ms(result.headers_p99_ms),
-                 f"{result.headers_early} ({result.headers_earliest_ms:+.2f} ms)" if result.headers_early else "0",
-                 ", ".join(f"{count} {why}" for why, count in result.failures.items()) or "0",
-                 _ms(result.client_lag_p99_ms)]
-                for server, result in results.paced]
-        parts.append("### Paced streams (speed 1: 20 events 50 ms apart, headers after 100 ms; started over 1 s)\n\n"
-                     "Lateness = arrival − (request sent + recorded offset), over every event of every stream.\n\n"
-                     + _table(["streams", "server", "p50", "p99", "max", "headers p99", "headers early", "failed",
-                               "client loop lag p99"], rows))
-    if results.startup or results.parse_s is not None or results.rss_after_load:
-        rows = [[label, f"{startup.ready_s:.2f} s", f"{startup.idle_rss_mib:.0f} MiB"]
-                for label, startup in results.startup.items()]
-        rows += [[f"{server}, after the load cases", "-", f"{rss:.0f} MiB"]
-                 for server, rss in results.rss_after_load.items()]
-        if results.parse_s is not None:
-            rows.append([f"yaml.load(CSafeLoader) alone, {results.corpus_size:,} interactions",
-                         f"{results.parse_s:.2f} s", "-"])
-        parts.append("### Startup (process start → health check 200) and idle memory (VmRSS)\n\n"
-                     + _table(["server", "ready", "idle RSS"], rows))
-    if results.cold:
-        rows = [[server, f"{cold.ready_s:.2f} s", f"{cold.load.requests_per_second:,.0f}", _ms(cold.load.p99_ms)]
-                for server, cold in results.cold.items()]
-        parts.append(f"### The first {results.seconds:g} s after start (JSON, wrk started at the first health 200)\n\n"
-                     + _table(["server", "ready", "req/s", "p99"], rows))
-    if results.inprocess_us or results.lookup_us:
-        rows = [[f"{case}", f"{value:,.1f} µs"] for case, value in results.inprocess_us.items()]
-        rows += [[f"hit in a corpus of {size:,}", f"{value:,.1f} µs"] for size, value in results.lookup_us.items()]
-        parts.append("### In-process cost per request (the ASGI app, no uvicorn, no sockets)\n\n"
-                     + _table(["request", "per request"], rows))
-    if results.wiremock_flags:
-        rows = [[flags, f"{load.requests_per_second:,.0f}", _ms(load.p99_ms)]
-                for flags, load in results.wiremock_flags.items()]
-        parts.append("### WireMock flags (JSON, after warm-up)\n\n" + _table(["flags", "req/s", "p99"], rows))
-    return "\n\n".join(parts)
+    """Every section that has figures, each with a line on what its numbers mean."""
+    sections = (_throughput, _paced, _startup, _first_seconds, _in_process, _wiremock_flags)
+    return "\n\n".join(text for section in sections if (text := section(results)))
+
+
+def _throughput(results: Results) -> str:
+    if not results.throughput:
+        return ""
+    rows = []
+    for case, servers in results.throughput.items():
+        mine = servers[CASSETTE_SERVER].requests_per_second if CASSETTE_SERVER in servers else None
+        for server, load in servers.items():
+            problems = [f"{load.errors} socket errors"] if load.errors else []
+            problems += [f"{load.unexpected_status} non-2xx"] if load.unexpected_status else []
+            rows.append([results.case_sizes.get(case, case), server, f"{load.requests_per_second:,.0f}",
+                         _ms(load.p50_ms), _ms(load.p99_ms),
+                         "" if server == CASSETTE_SERVER else _times(_ratio(mine, load.requests_per_second)),
+                         ", ".join(problems)])
+    return (
+        f"### Throughput (wrk -t2 -c50 -d{results.seconds:g}s --latency, speed 0)\n\n"
+        "One server runs at a time. Each answered the recorded status, content-type and body bytes once "
+        f"before it was timed, then had {results.warmup:g} s of warm-up per case (WireMock "
+        f"{results.wiremock_warmup:g} s more, over its cases: its JIT). cassette-server runs as "
+        "`serve DIR --speed 0` with every other option at its default (uvicorn's access log on, to a file); "
+        "the bare app on the same uvicorn settings without a log, its SSE both one send per event and one send "
+        "in all"
+        + (f"; WireMock with `{results.wiremock_flags_used}`, an SSE body whole (its free version cannot send "
+           "events one by one)" if results.wiremock_flags_used else "")
+        + ".\n\n"
+        + _table(["case", "server", "req/s", "p50", "p99", "cassette-server ÷ this", "problems"], rows))
+
+
+def _paced(results: Results) -> str:
+    if not results.paced:
+        return ""
+    rows = [[f"{result.streams:,}", server, _ms(result.p50_ms), _ms(result.p99_ms), _ms(result.max_ms),
+             _ms(result.headers_p99_ms),
+             f"{result.headers_early} ({result.headers_earliest_ms:+.2f} ms)" if result.headers_early else "0",
+             ", ".join(f"{count} {why}" for why, count in result.failures.items()) or "0",
+             _ms(result.client_lag_p99_ms)]
+            for server, result in sorted(results.paced, key=lambda pair: pair[1].streams)]
+    return (
+        "### Paced streams (speed 1: 20 events 50 ms apart, headers after 100 ms; started over 1 s)\n\n"
+        "Lateness = arrival − (request sent + recorded offset), over every event of every stream; headers early: "
+        "how many came before their recorded delay (and the earliest). The client runs in "
+        f"{results.paced_workers} process(es) of its own; its loop lag is how late its own 5 ms timer fires: when "
+        "that nears the lateness, the client is the bottleneck.\n\n"
+        + _table(["streams", "server", "p50", "p99", "max", "headers p99", "headers early", "failed",
+                  "client loop lag p99"], rows))
+
+
+def _startup(results: Results) -> str:
+    if not (results.startup or results.parse_s is not None or results.rss_after_load):
+        return ""
+    rows = [[label, f"{startup.ready_s:.2f} s", f"{startup.idle_rss_mib:.0f} MiB"]
+            for label, startup in results.startup.items()]
+    rows += [[f"{server}, after the load cases", "-", f"{rss:.0f} MiB"]
+             for server, rss in results.rss_after_load.items()]
+    if results.parse_s is not None:
+        rows.append([f"yaml.load(CSafeLoader) alone, {results.corpus_size:,} interactions",
+                     f"{results.parse_s:.2f} s", "-"])
+    method = (f"Ready: the median of {results.startup_repeats} start(s). The bare app parses the same files with "
+              "CSafeLoader before it listens; the parse alone runs in a fresh interpreter and counts neither the "
+              "interpreter's start nor imports. " if results.startup else "")
+    return ("### Startup (process start → health check 200) and idle memory (VmRSS)\n\n"
+            f"{method}Idle RSS: 1 s after ready, or after the load cases above.\n\n"
+            + _table(["server", "ready", "idle RSS"], rows))
+
+
+def _first_seconds(results: Results) -> str:
+    if not results.cold:
+        return ""
+    rows = [[server, f"{cold.ready_s:.2f} s", f"{cold.load.requests_per_second:,.0f}", _ms(cold.load.p99_ms)]
+            for server, cold in results.cold.items()]
+    return (f"### The first {results.seconds:g} s after start (JSON, wrk started at the first health 200)\n\n"
+            + _table(["server", "ready", "req/s", "p99"], rows))
+
+
+def _in_process(results: Results) -> str:
+    if not (results.inprocess_us or results.lookup_us):
+        return ""
+    rows = [[case, f"{value:,.1f} µs"] for case, value in results.inprocess_us.items()]
+    rows += [[f"hit in a corpus of {size:,}", f"{value:,.1f} µs"] for size, value in results.lookup_us.items()]
+    return ("### In-process cost per request (the ASGI app, no uvicorn, no sockets)\n\n"
+            f"The best of {ROUNDS} rounds. A corpus hit cycles over up to {DISTINCT_REQUESTS:,} recordings spread "
+            "over the corpus, not one hot entry.\n\n"
+            + _table(["request", "per request"], rows))
+
+
+def _wiremock_flags(results: Results) -> str:
+    if not results.wiremock_flags:
+        return ""
+    rows = [[flags, f"{load.requests_per_second:,.0f}", _ms(load.p99_ms)]
+            for flags, load in results.wiremock_flags.items()]
+    return (f"### WireMock flags (JSON, after {results.wiremock_warmup:g} s of warm-up each)\n\n"
+            + _table(["flags", "req/s", "p99"], rows))
 
 
 def targets(results: Results) -> list[Target]:
@@ -187,11 +238,11 @@ def targets(results: Results) -> list[Target]:
     found.append(Target(f"startup with {corpus} ≤ 1.1× the bare app (uvicorn + CSafeLoader parse of the same files)",
                         f"{_times(ratio)} (the parse alone: {_times(parse_ratio)})",
                         None if ratio is None else ratio <= 1.1))
-    if results.lookup_us:
-        sizes = sorted(results.lookup_us)
-        flat = _ratio(results.lookup_us[sizes[-1]], results.lookup_us[sizes[0]])
-        found.append(Target(f"lookup flat: a hit among {sizes[-1]:,} ≤ {LOOKUP_FLAT:g}× a hit among {sizes[0]:,}",
-                            _times(flat), None if flat is None else flat <= LOOKUP_FLAT))
+    sizes = sorted(results.lookup_us)
+    flat = _ratio(results.lookup_us[sizes[-1]], results.lookup_us[sizes[0]]) if sizes else None
+    among = f" ({sizes[-1]:,} vs {sizes[0]:,} interactions)" if sizes else ""
+    found.append(Target(f"lookup flat: a hit in the largest corpus ≤ {LOOKUP_FLAT:g}× one in the smallest{among}",
+                        _times(flat), None if flat is None else flat <= LOOKUP_FLAT))
     mine_rss = results.startup.get(f"{CASSETTE_SERVER}, benchmark cassette")
     wiremock_rss = results.startup.get(f"{WIREMOCK}, the same stubs")
     ratio = _ratio(mine_rss.idle_rss_mib if mine_rss else None, wiremock_rss.idle_rss_mib if wiremock_rss else None)

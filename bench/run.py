@@ -7,7 +7,7 @@ Every server answers the same recorded bytes (checked before any timing). Prints
 tables, the issue's targets as ratios with PASS/FAIL, and the machine the figures come from.
 Needs wrk (installed with apt-get when missing and running as root); WireMock runs when Java is
 there (its jar comes from the npm package ``wiremock``, installed into bench/.cache/). A full
-run takes about 8 minutes; ``--quick`` (2 s per case, fewer streams, smaller corpora) about 3.
+run takes about 15 minutes on 2 cores; ``--quick`` (2 s per case, fewer streams, smaller corpora) about 4.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import fixtures
@@ -67,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cases", default=",".join(ALL_CASES),
                         help=f"comma-separated, from {', '.join(ALL_CASES + EXTRA_CASES)} (default: all but "
                         f"{', '.join(EXTRA_CASES)})")
+    parser.add_argument("--seconds", type=float, help="wrk seconds per case and server (default: 10, quick: 2)")
+    parser.add_argument("--wiremock-warmup", type=float, metavar="SECONDS",
+                        help="WireMock's warm-up before it is timed (default: 45, quick: 5)")
     parser.add_argument("--paced-workers", type=int, default=2, help="client processes for paced streams (default 2)")
     parser.add_argument("--no-wiremock", action="store_true", help="leave WireMock out even when Java is there")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure to FILE as JSON")
@@ -94,8 +98,9 @@ class Bench:
         self.stubs = fixtures.write_wiremock_root(self.cases, work / "wiremock") if jar else None
         for case in self.cases.values():
             answer = case.answer
-            results.case_sizes[case.name] = "miss (404)" if answer is None else (
-                f"{case.name.upper()} {len(answer.body):,} B" + (f", {len(answer.events)} events" if answer.events else ""))
+            events = f", {len(answer.events)} events" if answer and answer.events else ""
+            size = f"{case.name.upper()} {len(answer.body):,} B{events}" if answer else "miss (404)"
+            results.case_sizes[case.name] = size
 
     def say(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
@@ -112,53 +117,50 @@ class Bench:
         return peers.wiremock(self.jar, self.stubs, self.logs, flags=flags, label=label)
 
     def served(self, case_names: list[str]) -> None:
-        """The load cases and the paced streams, against servers started once for all of them."""
-        running = [self.cassette_server(), self.bare()]
+        """The load cases and the paced streams. One server runs at a time, so none competes
+        with another for the cores (a JVM keeps compiling in the background after its load)."""
+        load_cases = [self.cases[name] for name in LOAD_CASES if name in case_names]
+        sessions: list[tuple[Callable[[], Peer], list[Case]]] = [
+            (self.cassette_server, load_cases), (self.bare, load_cases)]
         if "sse" in case_names:
-            running.append(self.bare(sse_sends="whole"))
-        if self.jar and any(name in LOAD_CASES for name in case_names):
-            running.append(self.wiremock())
-        try:
-            for peer in running:
-                self.say(f"starting {peer.name}")
-                peer.start()
-            for name in (name for name in LOAD_CASES if name in case_names):
-                self.load_case(self.cases[name], running)
-            if "paced" in case_names:
-                self.paced(running[0], running[1])
-            time.sleep(startup.IDLE_SETTLE)
-            self.results.rss_after_load.update({peer.name: peer.rss_mib() for peer in running})
-        finally:
-            for peer in running:
+            sessions.append((lambda: self.bare(sse_sends="whole"), [self.cases["sse"]]))
+        if self.jar and load_cases:
+            sessions.append((self.wiremock, load_cases))
+        for make, cases in sessions:
+            peer = make()
+            self.say(f"starting {peer.name}")
+            peer.start()
+            try:
+                extra_warmup = self.plan.wiremock_warmup / len(cases) if peer.name == report.WIREMOCK else 0.0
+                for case in cases:
+                    self.load_case(case, peer, self.plan.warmup + extra_warmup)
+                if "paced" in case_names and peer.name in (report.CASSETTE_SERVER, report.BARE):
+                    self.paced(peer)
+                time.sleep(startup.IDLE_SETTLE)
+                self.results.rss_after_load[peer.name] = peer.rss_mib()
+            finally:
                 peer.stop()
 
-    def load_case(self, case: Case, running: list[Peer]) -> None:
-        servers = [peer for peer in running if peer.name != report.BARE_WHOLE or case.name == "sse"]
-        timed: dict[str, load.LoadResult] = {}
-        for peer in servers:
-            problem = load.check_answer(peer.url(case.path), case)
-            if problem:
-                self.results.mismatches[f"{case.name} / {peer.name}"] = problem
-                self.say(f"{case.name}: {peer.name} does not answer the recorded bytes ({problem}): not timed")
-                continue
-            warmup = self.plan.warmup + (self.plan.wiremock_warmup / len(LOAD_CASES) if peer.name == report.WIREMOCK else 0)
-            self.say(f"{case.name}: {peer.name} (warm-up {warmup:.0f} s, then {self.plan.seconds:g} s)")
-            load.run_wrk(peer.url(case.path), case, warmup, self.work)
-            timed[peer.name] = load.run_wrk(peer.url(case.path), case, self.plan.seconds, self.work)
-        self.results.throughput[case.name] = timed
+    def load_case(self, case: Case, peer: Peer, warmup: float) -> None:
+        problem = load.check_answer(peer.url(case.path), case)
+        if problem:
+            self.results.mismatches[f"{case.name} / {peer.name}"] = problem
+            self.say(f"{case.name}: {peer.name} does not answer the recorded bytes ({problem}): not timed")
+            return
+        self.say(f"{case.name}: {peer.name} (warm-up {warmup:.0f} s, then {self.plan.seconds:g} s)")
+        load.run_wrk(peer.url(case.path), case, warmup, self.work)
+        timed = load.run_wrk(peer.url(case.path), case, self.plan.seconds, self.work)
+        self.results.throughput.setdefault(case.name, {})[peer.name] = timed
 
-    def paced(self, server: Peer, bare: Peer) -> None:
+    def paced(self, peer: Peer) -> None:
         case = self.cases["paced"]
-        for peer in (server, bare):
-            problem = load.check_answer(peer.url(case.path), case)
-            if problem:
-                raise RuntimeError(f"paced: {peer.name} does not answer the recorded bytes: {problem}")
+        problem = load.check_answer(peer.url(case.path), case)
+        if problem:
+            raise RuntimeError(f"paced: {peer.name} does not answer the recorded bytes: {problem}")
         for streams in self.plan.streams:
-            for peer in (server, bare):
-                self.say(f"paced: {streams} streams against {peer.name}")
-                self.results.paced.append((peer.name, paced.measure(case, peer.port, streams,
-                                                                    workers=self.paced_workers)))
-                time.sleep(1.0)  # let the last connections close before the next run
+            self.say(f"paced: {streams} streams against {peer.name}")
+            self.results.paced.append((peer.name, paced.measure(case, peer.port, streams, workers=self.paced_workers)))
+            time.sleep(1.0)  # let the last connections close before the next run
 
     def cold(self) -> None:
         """Fresh processes, loaded with wrk from the moment they answer (the JSON case)."""
@@ -215,11 +217,18 @@ class Bench:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plan = QUICK if args.quick else FULL
+    if args.seconds:
+        plan = replace(plan, seconds=args.seconds)
+    if args.wiremock_warmup is not None:
+        plan = replace(plan, wiremock_warmup=args.wiremock_warmup)
     peers.raise_fd_limit()
     if any(case in LOAD_CASES + ("cold", "wiremock-flags") for case in args.cases):
         load.ensure_wrk()
     jar = None if args.no_wiremock else peers.wiremock_jar()
-    results = report.Results(mode="quick" if args.quick else "full", seconds=plan.seconds, corpus_size=plan.corpus)
+    results = report.Results(
+        mode="quick" if args.quick else "full", seconds=plan.seconds, warmup=plan.warmup,
+        wiremock_warmup=plan.wiremock_warmup, wiremock_flags_used=" ".join(peers.WIREMOCK_TUNED) if jar else "",
+        startup_repeats=plan.repeats, paced_workers=args.paced_workers, corpus_size=plan.corpus)
     work = Path(tempfile.mkdtemp(prefix="cassette-bench-"))
     machine = report.machine(jar)
     if jar is None:
