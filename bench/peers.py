@@ -2,13 +2,15 @@
 the bare ASGI app (the ceiling) and WireMock standalone.
 
 cassette-server runs as ``python -m server serve DIR --speed 0 --port P`` with every other
-option at its default (log level info, so uvicorn's access log is on: users pay for it too).
+option at its default (log level info, so uvicorn's access log is on: users pay for it too;
+CASSETTE_SERVER_* variables are left out of its environment).
 Its output goes to a log file beside the fixtures, shown when it fails to start.
 """
 
 from __future__ import annotations
 
 import glob
+import os
 import shutil
 import signal
 import socket
@@ -56,7 +58,7 @@ class Peer:
         with self.log.open("wb") as log:
             began = time.perf_counter()
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                            stdin=subprocess.DEVNULL)
+                                            stdin=subprocess.DEVNULL, env=_defaults_environment())
         health = self.url(HEALTH_PATH)
         while time.perf_counter() - began < timeout:
             if self.process.poll() is not None:
@@ -91,6 +93,11 @@ class Peer:
     def log_tail(self, lines: int = 30) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _defaults_environment() -> dict[str, str]:
+    """This environment without CASSETTE_SERVER_* variables: the servers run with the defaults."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("CASSETTE_SERVER_")}
 
 
 def cassette_server(directory: Path, logs: Path) -> Peer:
