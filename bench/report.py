@@ -111,10 +111,12 @@ def _throughput(results: Results) -> str:
     for case, servers in results.throughput.items():
         mine = servers[CASSETTE_SERVER].requests_per_second if CASSETTE_SERVER in servers else None
         for server, load in servers.items():
-            problems = [f"{load.errors} socket errors"] if load.errors else []
+            problems = ["no request completed"] if not load.requests else []
+            problems += [f"{load.errors} socket errors"] if load.errors else []
             problems += [f"{load.unexpected_status} non-2xx"] if load.unexpected_status else []
+            completed = bool(load.requests)  # wrk prints latencies of 0 when nothing completed
             rows.append([results.case_sizes.get(case, case), server, f"{load.requests_per_second:,.0f}",
-                         _ms(load.p50_ms), _ms(load.p99_ms),
+                         _ms(load.p50_ms) if completed else "-", _ms(load.p99_ms) if completed else "-",
                          "" if server == CASSETTE_SERVER else _times(_ratio(mine, load.requests_per_second)),
                          ", ".join(problems)])
     return (
@@ -206,6 +208,9 @@ def targets(results: Results) -> list[Target]:
     def rate_target(case: str, peer: str, at_least: float, label: str) -> None:
         if f"{case} / {CASSETTE_SERVER}" in results.mismatches:
             found.append(Target(f"{label} ≥ {at_least:g}× {peer}", "not byte-exact", False))
+            return
+        if rates.get(case, {}).get(peer) == 0:
+            found.append(Target(f"{label} ≥ {at_least:g}× {peer}", f"{peer} completed no request", None))
             return
         ratio = _ratio(rates.get(case, {}).get(CASSETTE_SERVER), rates.get(case, {}).get(peer))
         found.append(Target(f"{label} ≥ {at_least:g}× {peer}", _times(ratio),
