@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import uvicorn
 import yaml
+from fixtures import split_events
 
 HEALTH_PATH = "/__admin/health"
 MISS = b'{"error":"no recorded answer"}'
@@ -45,11 +46,6 @@ def _seconds(value: object) -> float:
     return sum(float(number) * _UNITS[unit] for number, unit in _GO_DURATION.findall(str(value or "")))
 
 
-def _events(body: bytes) -> tuple[bytes, ...]:
-    pieces = re.findall(rb".*?(?:\r\n\r\n|\n\n)|.+", body, flags=re.DOTALL)
-    return tuple(pieces) or (body,)
-
-
 def _reply(response: dict, sse_sends: str) -> Reply:
     body = (response.get("body") or "").encode()
     recorded = response.get("headers") or {}
@@ -57,7 +53,7 @@ def _reply(response: dict, sse_sends: str) -> Reply:
     streamed = any(name == b"content-type" and value.startswith(b"text/event-stream") for name, value in headers)
     if not streamed:
         return Reply(response["code"], headers + [(b"content-length", str(len(body)).encode())], (body,))
-    pieces = _events(body) if sse_sends == "event" else (body,)
+    pieces = (split_events(body) or (body,)) if sse_sends == "event" else (body,)
     offsets = response.get("event_offsets")
     if offsets is None or len(offsets) != len(pieces):
         return Reply(response["code"], headers, pieces)

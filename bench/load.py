@@ -48,7 +48,8 @@ def ensure_wrk() -> str:
     if found:
         return found
     if shutil.which("apt-get") and os.geteuid() == 0:
-        print("installing wrk (apt-get install -y wrk)", file=sys.stderr)
+        print("installing wrk (apt-get update, apt-get install -y wrk)", file=sys.stderr)
+        subprocess.run(["apt-get", "update", "-qq"], check=False, stdout=subprocess.DEVNULL)
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False, stdout=subprocess.DEVNULL)
         found = shutil.which("wrk")
     if not found:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -113,13 +114,13 @@ def bare(directory: Path, logs: Path, *, sse_sends: str = "event") -> Peer:
     return Peer(name, command, port, logs / f"bare-{sse_sends}.log")
 
 
-def wiremock_jar(install: bool = True) -> Path | None:
+def wiremock_jar() -> Path | None:
     """The standalone jar from the npm package ``wiremock``, installed into the git-ignored
     cache on first use; None when Java or npm is missing."""
     if shutil.which("java") is None:
         return None
     pattern = str(WIREMOCK_CACHE / "node_modules" / "wiremock" / "build" / "wiremock-standalone-*.jar")
-    if not glob.glob(pattern) and install and shutil.which("npm"):
+    if not glob.glob(pattern) and shutil.which("npm"):
         WIREMOCK_CACHE.mkdir(parents=True, exist_ok=True)
         print("installing WireMock (npm install wiremock) into", WIREMOCK_CACHE, file=sys.stderr)
         subprocess.run(["npm", "install", "--prefix", str(WIREMOCK_CACHE), "--no-audit", "--no-fund", "wiremock@3"],
@@ -140,13 +141,10 @@ def wiremock(jar: Path, root: Path, logs: Path, *, flags: tuple[str, ...] = WIRE
     return Peer(f"WireMock {label}", command, port, logs / f"wiremock-{label.replace(' ', '-')}.log")
 
 
-def raise_fd_limit() -> int:
+def raise_fd_limit() -> None:
     """Raise this process's open-file limit to the hard limit (children inherit it): 2,000
-    streams need 2,000 sockets on each side. Returns the limit now in force."""
-    import resource
-
+    streams need 2,000 sockets on each side."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from inprocess import DISTINCT_REQUESTS, ROUNDS
 from load import LoadResult, wrk_version
 from paced import PacedResult
+from peers import wiremock_version
 from startup import ColdLoad, Startup
 
 CASSETTE_SERVER = "cassette-server"
@@ -73,8 +74,7 @@ def machine(wiremock_jar: Path | None) -> str:
     versions.append(wrk_version())
     if wiremock_jar is not None:
         java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()
-        versions.append(f"WireMock {wiremock_jar.stem.removeprefix('wiremock-standalone-')}"
-                        f" ({java[0] if java else 'java'})")
+        versions.append(f"WireMock {wiremock_version(wiremock_jar)} ({java[0] if java else 'java'})")
     else:
         versions.append("no WireMock (needs java and npm)")
     load = os.getloadavg()[0]
