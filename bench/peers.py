@@ -27,6 +27,11 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 WIREMOCK_CACHE = BENCH / ".cache" / "wiremock"  # git-ignored; `npm install wiremock` lands here
 HEALTH_PATH = "/__admin/health"  # cassette-server's, WireMock's, and the bare app's
+# The names the report shows and the targets look up.
+CASSETTE_SERVER = "cassette-server"
+BARE = "bare ASGI"
+BARE_WHOLE = "bare ASGI, one send"
+WIREMOCK = "WireMock tuned"
 # "WireMock tuned": no request journal (it grows with every request) and no request logging.
 # `run.py --cases wiremock-flags` compares them with the defaults, with 64 container threads and
 # with async responses; on a (busy) 2-core machine these two flags gave the most, the other two
@@ -104,12 +109,12 @@ def _defaults_environment() -> dict[str, str]:
 def cassette_server(directory: Path, logs: Path) -> Peer:
     port = free_port()
     command = [sys.executable, "-m", "server", "serve", str(directory), "--speed", "0", "--port", str(port)]
-    return Peer("cassette-server", command, port, logs / "cassette-server.log")
+    return Peer(CASSETTE_SERVER, command, port, logs / "cassette-server.log")
 
 
 def bare(directory: Path, logs: Path, *, sse_sends: str = "event") -> Peer:
     port = free_port()
-    name = "bare ASGI" if sse_sends == "event" else "bare ASGI, one send"
+    name = BARE if sse_sends == "event" else BARE_WHOLE
     command = [sys.executable, str(BENCH / "bare.py"), str(directory), "--port", str(port), "--sse-sends", sse_sends]
     return Peer(name, command, port, logs / f"bare-{sse_sends}.log")
 
@@ -134,11 +139,11 @@ def wiremock_version(jar: Path) -> str:
 
 
 def wiremock(jar: Path, root: Path, logs: Path, *, flags: tuple[str, ...] = WIREMOCK_TUNED,
-             label: str = "tuned") -> Peer:
+             name: str = WIREMOCK) -> Peer:
     port = free_port()
     command = ["java", "-jar", str(jar), "--port", str(port), "--bind-address", "127.0.0.1",
                "--root-dir", str(root), "--disable-banner", *flags]
-    return Peer(f"WireMock {label}", command, port, logs / f"wiremock-{label.replace(' ', '-')}.log")
+    return Peer(name, command, port, logs / f"{name.replace(' ', '-')}.log")
 
 
 def raise_fd_limit() -> None:

@@ -14,13 +14,9 @@ from pathlib import Path
 from inprocess import DISTINCT_REQUESTS, ROUNDS
 from load import LoadResult, wrk_version
 from paced import PacedResult
-from peers import wiremock_version
+from peers import BARE, CASSETTE_SERVER, WIREMOCK, wiremock_version
 from startup import ColdLoad, Startup
 
-CASSETTE_SERVER = "cassette-server"
-BARE = "bare ASGI"
-BARE_WHOLE = "bare ASGI, one send"
-WIREMOCK = "WireMock tuned"
 LOOKUP_FLAT = 1.5  # "flat": the largest corpus costs at most this many times the smallest per hit
 
 
@@ -193,7 +189,7 @@ def _in_process(results: Results) -> str:
 def _wiremock_flags(results: Results) -> str:
     if not results.wiremock_flags:
         return ""
-    rows = [[flags, f"{load.requests_per_second:,.0f}", _ms(load.p99_ms)]
+    rows = [[flags, f"{load.requests_per_second:,.0f}", _ms(load.p99_ms) if load.requests else "-"]
             for flags, load in results.wiremock_flags.items()]
     return (f"### WireMock flags (JSON, after {results.wiremock_warmup:g} s of warm-up each)\n\n"
             + _table(["flags", "req/s", "p99"], rows))

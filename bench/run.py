@@ -121,9 +121,9 @@ class Bench:
     def bare(self, directory: Path | None = None, sse_sends: str = "event") -> Peer:
         return peers.bare(directory or self.cassettes, self.logs, sse_sends=sse_sends)
 
-    def wiremock(self, flags: tuple[str, ...] = peers.WIREMOCK_TUNED, label: str = "tuned") -> Peer:
+    def wiremock(self, flags: tuple[str, ...] = peers.WIREMOCK_TUNED, name: str = peers.WIREMOCK) -> Peer:
         assert self.jar is not None and self.stubs is not None
-        return peers.wiremock(self.jar, self.stubs, self.logs, flags=flags, label=label)
+        return peers.wiremock(self.jar, self.stubs, self.logs, flags=flags, name=name)
 
     def served(self, case_names: list[str]) -> None:
         """The load cases and the paced streams. One server runs at a time, so none competes
@@ -140,10 +140,10 @@ class Bench:
             self.say(f"starting {peer.name}")
             peer.start()
             try:
-                extra_warmup = self.plan.wiremock_warmup / len(cases) if peer.name == report.WIREMOCK else 0.0
+                extra_warmup = self.plan.wiremock_warmup / len(cases) if peer.name == peers.WIREMOCK else 0.0
                 for case in cases:
                     self.load_case(case, peer, self.plan.warmup + extra_warmup)
-                if "paced" in case_names and peer.name in (report.CASSETTE_SERVER, report.BARE):
+                if "paced" in case_names and peer.name in (peers.CASSETTE_SERVER, peers.BARE):
                     self.paced(peer)
                 time.sleep(startup.IDLE_SETTLE)
                 self.results.rss_after_load[peer.name] = peer.rss_mib()
@@ -175,9 +175,9 @@ class Bench:
 
     def cold(self) -> None:
         """Fresh processes, loaded with wrk from the moment they answer (the JSON case)."""
-        makers = {report.CASSETTE_SERVER: self.cassette_server, report.BARE: self.bare}
+        makers = {peers.CASSETTE_SERVER: self.cassette_server, peers.BARE: self.bare}
         if self.jar:
-            makers[report.WIREMOCK] = self.wiremock
+            makers[peers.WIREMOCK] = self.wiremock
         for name, make in makers.items():
             self.say(f"first {self.plan.seconds:g} s after start: {name}")
             self.results.cold[name] = startup.cold_load(make, self.cases["json"], self.plan.seconds, self.work)
@@ -186,13 +186,13 @@ class Bench:
         corpus = fixtures.write_corpus(self.work / "corpus", self.plan.corpus)
         size = f"{self.plan.corpus:,} interactions"
         makers = {
-            f"{report.CASSETTE_SERVER}, benchmark cassette": self.cassette_server,
-            f"{report.BARE}, benchmark cassette": self.bare,
-            f"{report.CASSETTE_SERVER}, {size}": lambda: self.cassette_server(corpus),
-            f"{report.BARE}, {size}": lambda: self.bare(corpus),
+            f"{peers.CASSETTE_SERVER}, benchmark cassette": self.cassette_server,
+            f"{peers.BARE}, benchmark cassette": self.bare,
+            f"{peers.CASSETTE_SERVER}, {size}": lambda: self.cassette_server(corpus),
+            f"{peers.BARE}, {size}": lambda: self.bare(corpus),
         }
         if self.jar:
-            makers[f"{report.WIREMOCK}, the same stubs"] = self.wiremock
+            makers[f"{peers.WIREMOCK}, the same stubs"] = self.wiremock
         for label, make in makers.items():
             self.say(f"startup: {label}")
             self.results.startup[label] = startup.startup(make, self.plan.repeats)
@@ -214,7 +214,7 @@ class Bench:
     def wiremock_flags(self) -> None:
         """WireMock's JSON throughput with each flag set, after the same warm-up: which is fastest."""
         for label, flags in WIREMOCK_FLAG_SETS.items():
-            peer = self.wiremock(flags, label="flags")
+            peer = self.wiremock(flags, name=f"WireMock {label}")
             try:
                 self.say(f"WireMock {label}")
                 peer.start()
