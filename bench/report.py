@@ -117,9 +117,11 @@ def _throughput(results: Results) -> str:
                          ", ".join(problems)])
     return (
         f"### Throughput (wrk -t2 -c50 -d{results.seconds:g}s --latency, speed 0)\n\n"
-        "One server runs at a time. Each answered the recorded status, content-type and body bytes once "
-        f"before it was timed, then had {results.warmup:g} s of warm-up per case (WireMock "
-        f"{results.wiremock_warmup:g} s more, over its cases: its JIT). cassette-server runs as "
+        "One server runs at a time. Each answered the recorded status, content-type and body bytes (a miss: "
+        f"a 404) once before it was timed, then had {results.warmup:g} s of warm-up per case"
+        + (f" (WireMock {results.wiremock_warmup:g} s more over its cases, for its JIT)"
+           if results.wiremock_flags_used else "")
+        + ". cassette-server runs as "
         "`serve DIR --speed 0` with every other option at its default (uvicorn's access log on, to a file); "
         "the bare app on the same uvicorn settings without a log, its SSE both one send per event and one send "
         "in all"

@@ -195,7 +195,7 @@ class Bench:
             makers[f"{peers.WIREMOCK}, the same stubs"] = self.wiremock
         for label, make in makers.items():
             self.say(f"startup: {label}")
-            self.results.startup[label] = startup.startup(make, self.plan.repeats)
+            self.results.startup[label] = startup.measure(make, self.plan.repeats)
         self.results.parse_s = startup.parse_seconds(corpus, self.plan.repeats)
 
     def inprocess(self) -> None:
@@ -253,13 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     try:
         bench = Bench(work, plan, jar, args.paced_workers, results)
-        stages: list[tuple[str, Callable[[], None]]] = []
-        if any(case in LOAD_CASES + ("paced",) for case in wanted):
-            stages.append((", ".join(case for case in wanted if case in LOAD_CASES + ("paced",)),
-                           lambda: bench.served(wanted)))
-        stages += [(case, getattr(bench, case.replace("-", "_"))) for case in wanted
-                   if case not in LOAD_CASES + ("paced",) and (case != "wiremock-flags" or jar)]
-        for names, stage in stages:
+        for names, stage in _stages(bench, wanted):
             try:
                 stage()
             except Exception as error:  # a server that will not start must not hide the other figures
@@ -271,10 +265,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fixtures and server logs kept in {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
+    print_report(results, machine)
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, **results.as_json()}, indent=2, default=str))
+    return 1 if failed else 0
+
+
+def _stages(bench: Bench, wanted: list[str]) -> list[tuple[str, Callable[[], None]]]:
+    """(what, how) for each stage of the run: the cases served by running servers go together."""
+    served = [case for case in wanted if case in LOAD_CASES + ("paced",)]
+    stages: list[tuple[str, Callable[[], None]]] = [(", ".join(served), lambda: bench.served(wanted))] if served else []
+    return stages + [(case, getattr(bench, case.replace("-", "_"))) for case in wanted
+                     if case not in served and (case != "wiremock-flags" or bench.jar)]
+
+
+def print_report(results: report.Results, machine: str) -> None:
     print(f"## cassette-server peer benchmark ({results.mode} run)\n")
     print(f"Machine: {machine}; load average {os.getloadavg()[0]:.2f} at the end.")
-    if args.quick:
-        print("A quick run (2 s per case, fewer streams, smaller corpora) checks that the benchmark works; "
+    if results.mode == "quick":
+        print("A quick run (short cases, fewer streams, smaller corpora) checks that the benchmark works; "
               "its figures are not the targets' conditions.")
     for note in results.notes:
         print(f"Note: {note}")
@@ -284,10 +293,6 @@ def main(argv: list[str] | None = None) -> int:
     print(report.render(results))
     print()
     print(report.render_targets(report.targets(results)))
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine, **results.as_json()}, indent=2, default=str))
-    return 1 if failed else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

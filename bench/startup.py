@@ -41,7 +41,7 @@ class ColdLoad:
     load: LoadResult  # wrk started the moment the server was ready
 
 
-def startup(make_peer: Callable[[], Peer], repeats: int = 1) -> Startup:
+def measure(make_peer: Callable[[], Peer], repeats: int = 1) -> Startup:
     """Start a fresh process ``repeats`` times; the median time to ready, and the RSS of the last."""
     times = []
     rss = 0.0
