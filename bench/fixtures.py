@@ -177,7 +177,7 @@ _CORPUS_INTERACTION = """\
     headers:
       Content-Type:
       - application/json
-    url: https://api.openai.com/v1/chat/completions
+    url: https://api.openai.com{path}
     method: POST
   response:
     body: '{response}'
@@ -205,7 +205,7 @@ def _corpus_response(number: int) -> str:
 
 def write_corpus(directory: Path, size: int) -> Path:
     """A corpus of ``size`` distinct interactions, ``INTERACTIONS_PER_FILE`` per go-vcr file
-    (about 600 B of YAML each); reuses the directory when it already holds that corpus."""
+    (about 1.2 KB of YAML each); reuses the directory when it already holds that corpus."""
     marker = directory / ".size"
     if marker.exists() and marker.read_text() == str(size):
         return directory
@@ -214,8 +214,8 @@ def write_corpus(directory: Path, size: int) -> Path:
     for first in range(0, size, INTERACTIONS_PER_FILE):
         numbers = range(first, min(first + INTERACTIONS_PER_FILE, size))
         text = "version: 2\ninteractions:\n" + "".join(
-            _CORPUS_INTERACTION.format(id=number - first, number=number, request=corpus_request(number).decode(),
-                                       response=_corpus_response(number))
+            _CORPUS_INTERACTION.format(id=number - first, number=number, path=CORPUS_PATH,
+                                       request=corpus_request(number).decode(), response=_corpus_response(number))
             for number in numbers
         )
         (directory / f"c{first // INTERACTIONS_PER_FILE:05d}.yaml").write_text(text, encoding="utf-8")
