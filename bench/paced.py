@@ -24,7 +24,7 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -162,11 +162,11 @@ async def run_worker(job: dict) -> dict:
     await probe
     headers: list[float] = []
     events: list[float] = []
-    failures: dict[str, int] = {}
+    failures: Counter[str] = Counter()
     for stream in finished:
         failure = stream.failure()
         if failure:
-            failures[failure] = failures.get(failure, 0) + 1
+            failures[failure] += 1
             continue
         headers.append(stream.headers_at - (stream.sent + job["duration"]))
         events += [at - (stream.sent + job["duration"] + offset) for at, offset in zip(stream.event_at, job["offsets"])]
@@ -200,18 +200,20 @@ def measure(case: Case, port: int, streams: int, *, workers: int, spread: float 
     answer = case.answer
     assert answer is not None and answer.events is not None and answer.event_offsets is not None
     ends = [sum(len(event) for event in answer.events[: position + 1]) for position in range(len(answer.events))]
-    start = time.monotonic() + 0.5 + 0.2 * workers  # time for the workers' interpreters to start
-    processes = []
-    for worker in range(workers):
+    processes = [subprocess.Popen([sys.executable, str(Path(__file__).resolve())], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True) for _ in range(workers)]
+    for process in processes:  # every worker has started its interpreter and imported what it needs
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"a paced client worker did not start (status {process.wait()})")
+    start = time.monotonic() + 0.1  # CLOCK_MONOTONIC is one clock for every process on the machine
+    for worker, process in enumerate(processes):
         job = {"request": http_request(case, port).hex(), "expected": answer.body.hex(), "event_ends": ends,
                "offsets": list(answer.event_offsets), "duration": answer.duration, "port": port, "streams": streams,
                "workers": workers, "worker": worker, "start": start, "spread": spread}
-        process = subprocess.Popen([sys.executable, str(Path(__file__).resolve())], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, text=True)
         assert process.stdin is not None
         process.stdin.write(json.dumps(job))
         process.stdin.close()
-        processes.append(process)
     parts = []
     for process in processes:
         assert process.stdout is not None
@@ -224,7 +226,7 @@ def measure(case: Case, port: int, streams: int, *, workers: int, spread: float 
     lags = [value for part in parts for value in part["lag"]]
     return PacedResult(
         streams=streams,
-        failures=_merged(part["failures"] for part in parts),
+        failures=dict(sum((Counter(part["failures"]) for part in parts), Counter())),
         headers_early=sum(1 for value in headers if value < 0),
         headers_earliest_ms=min(headers, default=math.nan) * 1000,
         headers_p99_ms=percentile(headers, 0.99) * 1000,
@@ -236,16 +238,9 @@ def measure(case: Case, port: int, streams: int, *, workers: int, spread: float 
     )
 
 
-def _merged(counts: Iterable[dict[str, int]]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for part in counts:
-        for reason, count in part.items():
-            total[reason] = total.get(reason, 0) + count
-    return total
-
-
 def _worker_main() -> None:
     raise_fd_limit()
+    print("ready", flush=True)
     job = json.loads(sys.stdin.read())
     try:
         import uvloop
