@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -43,61 +44,83 @@ def _scope(method: str, path: str) -> dict:
             "headers": [(b"host", b"127.0.0.1:8080"), (b"content-type", b"application/json")]}
 
 
-async def _time_requests(app, requests: Sequence[tuple[dict, bytes]], budget: float, expect: int) -> float:
-    """Microseconds per request, calling the app over ``requests`` in turn: the best of ``ROUNDS``
-    rounds of ``budget / ROUNDS`` seconds each (the least disturbed by the rest of the machine).
-    A first pass must answer with status ``expect`` (a hit is not timed as a miss)."""
-    never = asyncio.Event()
-    statuses: list[int] = []
+class _Workload:
+    """Requests sent in turn to one app, through ASGI with a fake receive and send."""
 
-    def receiver(body: bytes):
+    def __init__(self, app, requests: Sequence[tuple[dict, bytes]], expect: int) -> None:
+        self.app = app
+        self.requests = requests
+        self.expect = expect  # the status every answer must have (a hit is not timed as a miss)
+        self._never = asyncio.Event()
+
+    def _receiver(self, body: bytes):
+        """Like a server: the body once, then nothing until the client would leave."""
         messages = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def receive() -> dict:
             if messages:
                 return messages.pop()
-            await never.wait()
+            await self._never.wait()
             return {"type": "http.disconnect"}
 
         return receive
 
-    async def checked_send(message: dict) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
+    async def check(self) -> None:
+        statuses: list[int] = []
 
-    async def send(message: dict) -> None:
-        pass
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
 
-    for scope, body in requests:
-        await app(scope, receiver(body), checked_send)
-    if set(statuses) != {expect}:
-        raise RuntimeError(f"in-process answers had status {sorted(set(statuses))}, expected {expect}")
-    rounds = []
-    for _ in range(ROUNDS):
+        for scope, body in self.requests:
+            await self.app(scope, self._receiver(body), send)
+        if set(statuses) != {self.expect}:
+            raise RuntimeError(f"in-process answers had status {sorted(set(statuses))}, expected {self.expect}")
+
+    async def round(self, seconds: float) -> float:
+        """Microseconds per request over about ``seconds``."""
+
+        async def send(message: dict) -> None:
+            pass
+
         done = 0
         began = time.perf_counter()
-        while (elapsed := time.perf_counter() - began) < budget / ROUNDS:
-            for scope, body in requests:
-                await app(scope, receiver(body), send)
-            done += len(requests)
-        rounds.append(elapsed / done * 1e6)
-    return min(rounds)
+        while (elapsed := time.perf_counter() - began) < seconds:
+            for scope, body in self.requests:
+                await self.app(scope, self._receiver(body), send)
+            done += len(self.requests)
+        return elapsed / done * 1e6
+
+
+async def _best_of_rounds(workloads: Sequence[_Workload], budget: float) -> list[float]:
+    """Microseconds per request for each workload: the best of ``ROUNDS`` rounds, the rounds of
+    all workloads interleaved, so a busy moment of the machine does not favour one of them."""
+    for workload in workloads:
+        await workload.check()
+    best = [math.inf] * len(workloads)
+    for _ in range(ROUNDS):
+        for position, workload in enumerate(workloads):
+            best[position] = min(best[position], await workload.round(budget / ROUNDS / len(workloads)))
+    return best
 
 
 def per_request_us(app, case: Case, budget: float) -> float:
     """Microseconds per request for one benchmark case."""
-    expect = case.answer.status if case.answer else 404
-    return asyncio.run(_time_requests(app, [(_scope(case.method, case.path), case.body)], budget, expect))
+    workload = _Workload(app, [(_scope(case.method, case.path), case.body)], case.answer.status if case.answer else 404)
+    return asyncio.run(_best_of_rounds([workload], budget))[0]
 
 
-def lookup_us(corpus: Path, size: int, budget: float) -> float:
-    """Microseconds per hit with a corpus of ``size`` interactions, cycling over up to
-    ``DISTINCT_REQUESTS`` recordings spread evenly over it (not one hot entry)."""
-    app = build_app(corpus)
-    step = max(1, size // DISTINCT_REQUESTS)
-    requests = [(_scope("POST", CORPUS_PATH), corpus_request(number)) for number in range(0, size, step)]
+def lookup_us(corpora: dict[int, Path], budget: float) -> dict[int, float]:
+    """Microseconds per hit for each corpus size, cycling over up to ``DISTINCT_REQUESTS``
+    recordings spread evenly over the corpus (not one hot entry). Every app is built first, then
+    their rounds are interleaved."""
+    workloads = []
+    for size, corpus in corpora.items():
+        step = max(1, size // DISTINCT_REQUESTS)
+        requests = [(_scope("POST", CORPUS_PATH), corpus_request(number)) for number in range(0, size, step)]
+        workloads.append(_Workload(build_app(corpus), requests, 200))
     try:
-        return asyncio.run(_time_requests(app, requests, budget, 200))
+        return dict(zip(corpora, asyncio.run(_best_of_rounds(workloads, budget * len(workloads)))))
     finally:
-        del app
+        workloads.clear()
         gc.collect()

@@ -183,8 +183,9 @@ def _in_process(results: Results) -> str:
     rows = [[case, f"{value:,.1f} µs"] for case, value in results.inprocess_us.items()]
     rows += [[f"hit in a corpus of {size:,}", f"{value:,.1f} µs"] for size, value in results.lookup_us.items()]
     return ("### In-process cost per request (the ASGI app, no uvicorn, no sockets)\n\n"
-            f"The best of {ROUNDS} rounds. A corpus hit cycles over up to {DISTINCT_REQUESTS:,} recordings spread "
-            "over the corpus, not one hot entry.\n\n"
+            f"The best of {ROUNDS} rounds, interleaved. A corpus hit cycles over up to {DISTINCT_REQUESTS:,} "
+            "recordings spread over the corpus, not one hot entry; the flatness target compares the largest corpus "
+            f"with the smallest that has {DISTINCT_REQUESTS:,} to cycle over.\n\n"
             + _table(["request", "per request"], rows))
 
 
@@ -243,10 +244,13 @@ def targets(results: Results) -> list[Target]:
     found.append(Target(f"startup with {corpus} ≤ 1.1× the bare app (uvicorn + CSafeLoader parse of the same files)",
                         f"{_times(ratio)} (the parse alone: {_times(parse_ratio)})",
                         None if ratio is None else ratio <= 1.1))
+    # Compared with the smallest corpus that has as many distinct requests to cycle over as the
+    # largest: a corpus of 1 answers one hot request, which flatters it.
     sizes = sorted(results.lookup_us)
-    flat = _ratio(results.lookup_us[sizes[-1]], results.lookup_us[sizes[0]]) if sizes else None
-    among = f" ({sizes[-1]:,} vs {sizes[0]:,} interactions)" if sizes else ""
-    found.append(Target(f"lookup flat: a hit in the largest corpus ≤ {LOOKUP_FLAT:g}× one in the smallest{among}",
+    base = next((size for size in sizes if size >= DISTINCT_REQUESTS), sizes[0]) if sizes else 0
+    flat = _ratio(results.lookup_us[sizes[-1]], results.lookup_us[base]) if sizes else None
+    among = f" ({sizes[-1]:,} vs {base:,} interactions)" if sizes else ""
+    found.append(Target(f"lookup flat: a hit in the largest corpus ≤ {LOOKUP_FLAT:g}× one in a small one{among}",
                         _times(flat), None if flat is None else flat <= LOOKUP_FLAT))
     mine_rss = results.startup.get(f"{CASSETTE_SERVER}, benchmark cassette")
     wiremock_rss = results.startup.get(f"{WIREMOCK}, the same stubs")

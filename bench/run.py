@@ -206,10 +206,10 @@ class Bench:
                 app, self.cases[name], self.plan.budget)
 
     def lookup(self) -> None:
-        for size in self.plan.lookup_sizes:
-            self.say(f"lookup: corpus of {size:,}")
-            corpus = fixtures.write_corpus(self.work / f"lookup-{size}", size)
-            self.results.lookup_us[size] = inprocess.lookup_us(corpus, size, self.plan.budget)
+        sizes = self.plan.lookup_sizes
+        self.say(f"lookup: loading corpora of {', '.join(f'{size:,}' for size in sizes)} interactions")
+        corpora = {size: fixtures.write_corpus(self.work / f"lookup-{size}", size) for size in sizes}
+        self.results.lookup_us.update(inprocess.lookup_us(corpora, self.plan.budget))
 
     def wiremock_flags(self) -> None:
         """WireMock's JSON throughput with each flag set, after the same warm-up: which is fastest."""
