@@ -1,0 +1,298 @@
+"""Peer benchmark: cassette-server against a bare ASGI app (the ceiling) and WireMock.
+
+    python bench/run.py [--quick] [--cases json,sse,miss,paced,cold,startup,inprocess,lookup]
+                        [--json results.json]       (--help lists the cases and options)
+
+Every server answers the same recorded bytes (checked before any timing). Prints Markdown
+tables, the issue's targets as ratios with PASS/FAIL, and the machine the figures come from.
+Needs wrk (installed with apt-get when missing and running as root); WireMock runs when Java is
+there (its jar comes from the npm package ``wiremock``, installed into bench/.cache/). A full
+run takes about 15 minutes on 2 cores; ``--quick`` (2 s per case, fewer streams, smaller corpora) about 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import fixtures
+import inprocess
+import load
+import paced
+import peers
+import report
+import startup
+from fixtures import Case
+from peers import Peer
+
+CASES = {
+    "json": "req/s and latency for a whole JSON body",
+    "sse": "req/s and latency for an SSE stream at speed 0",
+    "miss": "req/s and latency for a request nobody recorded",
+    "paced": "lateness of events with many paced streams at speed 1",
+    "cold": "req/s in the first seconds after start",
+    "startup": "time to ready and idle memory, with a generated corpus",
+    "inprocess": "the ASGI app's own cost per request",
+    "lookup": "the cost of a hit against corpus size",
+    "wiremock-flags": "WireMock's throughput with each candidate flag set (not run by default)",
+}
+ALL_CASES = tuple(name for name in CASES if name != "wiremock-flags")
+LOAD_CASES = ("json", "sse", "miss")
+WIREMOCK_FLAG_SETS = {
+    "(defaults)": (),
+    "--no-request-journal --disable-request-logging": peers.WIREMOCK_TUNED,
+    "… + --container-threads 64": (*peers.WIREMOCK_TUNED, "--container-threads", "64"),
+    "… + --async-response-enabled true": (*peers.WIREMOCK_TUNED, "--async-response-enabled", "true"),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how big, for a full run or a quick smoke run."""
+
+    seconds: float  # wrk duration per case and server
+    warmup: float  # wrk seconds per case before timing, for every server
+    wiremock_warmup: float  # more for WireMock: its JIT needs ~45 s
+    streams: tuple[int, ...]
+    corpus: int  # interactions in the startup corpus
+    lookup_sizes: tuple[int, ...]
+    repeats: int  # startups measured per server (median)
+    budget: float  # seconds per in-process measurement
+
+
+FULL = Plan(10, 2, 45, (500, 1000, 2000), 10_000, (1, 100, 1_000, 10_000, 100_000), 3, 2.0)
+QUICK = Plan(2, 1, 5, (50, 100, 200), 2_000, (1, 100, 1_000, 10_000), 1, 0.3)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run: its figures are not the targets'")
+    parser.add_argument("--cases", default=",".join(ALL_CASES), help="comma-separated, from: " + "; ".join(
+        f"{name}: {what}" for name, what in CASES.items()))
+    parser.add_argument("--seconds", type=float, help="wrk seconds per case and server (default: 10, quick: 2)")
+    parser.add_argument("--wiremock-warmup", type=float, metavar="SECONDS",
+                        help="WireMock's warm-up before it is timed (default: 45, quick: 5)")
+    parser.add_argument("--paced-workers", type=int, default=2, help="client processes for paced streams (default 2)")
+    parser.add_argument("--no-wiremock", action="store_true", help="leave WireMock out even when Java is there")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure to FILE as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the generated fixtures and server logs")
+    args = parser.parse_args(argv)
+    args.cases = [case.strip() for case in args.cases.split(",") if case.strip()]
+    unknown = set(args.cases) - set(CASES)
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(sorted(unknown))}; known: {', '.join(CASES)}")
+    return args
+
+
+class Bench:
+    """One run: the fixtures in a temporary directory, the servers, and what was measured."""
+
+    def __init__(self, work: Path, plan: Plan, jar: Path | None, paced_workers: int, results: report.Results) -> None:
+        self.work = work
+        self.plan = plan
+        self.jar = jar
+        self.paced_workers = paced_workers
+        self.results = results
+        self.logs = work / "logs"
+        self.cases = fixtures.benchmark_cases()
+        self.cassettes = fixtures.write_cassettes(self.cases, work / "cassettes")
+        self.stubs = fixtures.write_wiremock_root(self.cases, work / "wiremock") if jar else None
+        for case in self.cases.values():
+            answer = case.answer
+            events = f", {len(answer.events)} events" if answer and answer.events else ""
+            size = f"{case.name.upper()} {len(answer.body):,} B{events}" if answer else "miss (404)"
+            results.case_sizes[case.name] = size
+
+    def say(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+    # Servers answering the benchmark cassette.
+    def cassette_server(self, directory: Path | None = None) -> Peer:
+        return peers.cassette_server(directory or self.cassettes, self.logs)
+
+    def bare(self, directory: Path | None = None, sse_sends: str = "event") -> Peer:
+        return peers.bare(directory or self.cassettes, self.logs, sse_sends=sse_sends)
+
+    def wiremock(self, flags: tuple[str, ...] = peers.WIREMOCK_TUNED, name: str = peers.WIREMOCK) -> Peer:
+        assert self.jar is not None and self.stubs is not None
+        return peers.wiremock(self.jar, self.stubs, self.logs, flags=flags, name=name)
+
+    def served(self, case_names: list[str]) -> None:
+        """The load cases and the paced streams. One server runs at a time, so none competes
+        with another for the cores (a JVM keeps compiling in the background after its load)."""
+        load_cases = [self.cases[name] for name in LOAD_CASES if name in case_names]
+        sessions: list[tuple[Callable[[], Peer], list[Case]]] = [
+            (self.cassette_server, load_cases), (self.bare, load_cases)]
+        if "sse" in case_names:
+            sessions.append((lambda: self.bare(sse_sends="whole"), [self.cases["sse"]]))
+        if self.jar and load_cases:
+            sessions.append((self.wiremock, load_cases))
+        for make, cases in sessions:
+            peer = make()
+            self.say(f"starting {peer.name}")
+            peer.start()
+            try:
+                extra_warmup = self.plan.wiremock_warmup / len(cases) if peer.name == peers.WIREMOCK else 0.0
+                for case in cases:
+                    self.load_case(case, peer, self.plan.warmup + extra_warmup)
+                if "paced" in case_names and peer.name in (peers.CASSETTE_SERVER, peers.BARE):
+                    self.paced(peer)
+                time.sleep(startup.IDLE_SETTLE)
+                self.results.rss_after_load[peer.name] = peer.rss_mib()
+            finally:
+                peer.stop()
+
+    def load_case(self, case: Case, peer: Peer, warmup: float) -> None:
+        problem = load.check_answer(peer.url(case.path), case)
+        if problem:
+            self.results.mismatches[f"{case.name} / {peer.name}"] = problem
+            self.say(f"{case.name}: {peer.name} does not answer the recorded bytes ({problem}): not timed")
+            return
+        self.say(f"{case.name}: {peer.name} (warm-up {warmup:.0f} s, then {self.plan.seconds:g} s)")
+        load.run_wrk(peer.url(case.path), case, warmup, self.work)
+        timed = load.run_wrk(peer.url(case.path), case, self.plan.seconds, self.work)
+        self.results.throughput.setdefault(case.name, {})[peer.name] = timed
+
+    def paced(self, peer: Peer) -> None:
+        case = self.cases["paced"]
+        problem = load.check_answer(peer.url(case.path), case)
+        if problem:
+            self.results.mismatches[f"paced / {peer.name}"] = problem
+            self.say(f"paced: {peer.name} does not answer the recorded bytes ({problem}): not timed")
+            return
+        for streams in self.plan.streams:
+            self.say(f"paced: {streams} streams against {peer.name}")
+            self.results.paced.append((peer.name, paced.measure(case, peer.port, streams, workers=self.paced_workers)))
+            time.sleep(1.0)  # let the last connections close before the next run
+
+    def cold(self) -> None:
+        """Fresh processes, loaded with wrk from the moment they answer (the JSON case)."""
+        makers = {peers.CASSETTE_SERVER: self.cassette_server, peers.BARE: self.bare}
+        if self.jar:
+            makers[peers.WIREMOCK] = self.wiremock
+        for name, make in makers.items():
+            self.say(f"first {self.plan.seconds:g} s after start: {name}")
+            self.results.cold[name] = startup.cold_load(make, self.cases["json"], self.plan.seconds, self.work)
+
+    def startup(self) -> None:
+        corpus = fixtures.write_corpus(self.work / "corpus", self.plan.corpus)
+        size = f"{self.plan.corpus:,} interactions"
+        makers = {
+            f"{peers.CASSETTE_SERVER}, benchmark cassette": self.cassette_server,
+            f"{peers.BARE}, benchmark cassette": self.bare,
+            f"{peers.CASSETTE_SERVER}, {size}": lambda: self.cassette_server(corpus),
+            f"{peers.BARE}, {size}": lambda: self.bare(corpus),
+        }
+        if self.jar:
+            makers[f"{peers.WIREMOCK}, the same stubs"] = self.wiremock
+        for label, make in makers.items():
+            self.say(f"startup: {label}")
+            self.results.startup[label] = startup.measure(make, self.plan.repeats)
+        self.results.parse_s = startup.parse_seconds(corpus, self.plan.repeats)
+
+    def inprocess(self) -> None:
+        app = inprocess.build_app(self.cassettes)
+        for name in ("json", "sse", "miss"):
+            self.say(f"in-process: {name}")
+            self.results.inprocess_us[self.results.case_sizes[name]] = inprocess.per_request_us(
+                app, self.cases[name], self.plan.budget)
+
+    def lookup(self) -> None:
+        sizes = self.plan.lookup_sizes
+        self.say(f"lookup: loading corpora of {', '.join(f'{size:,}' for size in sizes)} interactions")
+        corpora = {size: fixtures.write_corpus(self.work / f"lookup-{size}", size) for size in sizes}
+        self.results.lookup_us.update(inprocess.lookup_us(corpora, self.plan.budget))
+
+    def wiremock_flags(self) -> None:
+        """WireMock's JSON throughput with each flag set, after the same warm-up: which is fastest."""
+        for label, flags in WIREMOCK_FLAG_SETS.items():
+            peer = self.wiremock(flags, name=f"WireMock {label}")
+            try:
+                self.say(f"WireMock {label}")
+                peer.start()
+                url = peer.url(self.cases["json"].path)
+                load.run_wrk(url, self.cases["json"], self.plan.wiremock_warmup, self.work)
+                self.results.wiremock_flags[label] = load.run_wrk(url, self.cases["json"], self.plan.seconds, self.work)
+            finally:
+                peer.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if args.seconds:
+        plan = replace(plan, seconds=args.seconds)
+    if args.wiremock_warmup is not None:
+        plan = replace(plan, wiremock_warmup=args.wiremock_warmup)
+    peers.raise_fd_limit()
+    wanted = [case for case in CASES if case in args.cases]
+    if any(case in LOAD_CASES + ("cold", "wiremock-flags") for case in wanted):
+        load.ensure_wrk()
+    jar = None if args.no_wiremock else peers.wiremock_jar()
+    results = report.Results(
+        mode="quick" if args.quick else "full", seconds=plan.seconds, warmup=plan.warmup,
+        wiremock_warmup=plan.wiremock_warmup, wiremock_flags_used=" ".join(peers.WIREMOCK_TUNED) if jar else "",
+        startup_repeats=plan.repeats, paced_workers=args.paced_workers, corpus_size=plan.corpus)
+    work = Path(tempfile.mkdtemp(prefix="cassette-bench-"))
+    machine = report.machine(jar)
+    if jar is None:
+        results.notes.append("WireMock was not run (--no-wiremock, no Java, or npm could not install it): "
+                             "its targets are not run.")
+    load_at_start = os.getloadavg()[0]
+    if load_at_start > 0.5:
+        results.notes.append(f"the machine was busy (load average {load_at_start:.2f} on {os.cpu_count()} cores at the "
+                             "start): these figures are not meaningful; measure on a quiet machine.")
+    failed = False
+    try:
+        bench = Bench(work, plan, jar, args.paced_workers, results)
+        for names, stage in _stages(bench, wanted):
+            try:
+                stage()
+            except Exception as error:  # a server that will not start must not hide the other figures
+                failed = True
+                results.notes.append(f"{names}: did not complete: {error}")
+                bench.say(f"{names}: did not complete: {error}")
+    finally:
+        if args.keep:
+            print(f"fixtures and server logs kept in {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print_report(results, machine)
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, **results.as_json()}, indent=2, default=str))
+    return 1 if failed else 0
+
+
+def _stages(bench: Bench, wanted: list[str]) -> list[tuple[str, Callable[[], None]]]:
+    """(what, how) for each stage of the run: the cases served by running servers go together."""
+    served = [case for case in wanted if case in LOAD_CASES + ("paced",)]
+    stages: list[tuple[str, Callable[[], None]]] = [(", ".join(served), lambda: bench.served(wanted))] if served else []
+    return stages + [(case, getattr(bench, case.replace("-", "_"))) for case in wanted
+                     if case not in served and (case != "wiremock-flags" or bench.jar)]
+
+
+def print_report(results: report.Results, machine: str) -> None:
+    print(f"## cassette-server peer benchmark ({results.mode} run)\n")
+    print(f"Machine: {machine}; load average {os.getloadavg()[0]:.2f} at the end.")
+    if results.mode == "quick":
+        print("A quick run (short cases, fewer streams, smaller corpora) checks that the benchmark works; "
+              "its figures are not the targets' conditions.")
+    for note in results.notes:
+        print(f"Note: {note}")
+    for where, problem in results.mismatches.items():
+        print(f"Not byte-exact, not timed: {where}: {problem}")
+    print()
+    print(report.render(results))
+    print()
+    print(report.render_targets(report.targets(results)))
+
+if __name__ == "__main__":
+    sys.exit(main())
