@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote
 
+from .credentials import CREDENTIAL_HEADERS, CREDENTIAL_PARAMETERS
 from .errors import UnknownFormat
 from .loader import LoadResult, load_paths
 from .matching.index import key_of
@@ -28,10 +29,8 @@ from .models import Interaction
 ERROR = "error"
 WARNING = "warning"
 
-# Request headers that carry credentials (lower case).
-SECRET_HEADERS = ("authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key")
-# Query parameters that carry credentials (Gemini's `key=` and its cousins).
-SECRET_PARAMETERS = ("key", "api_key", "apikey", "api-key", "access_token")
+SECRET_HEADERS = CREDENTIAL_HEADERS
+SECRET_PARAMETERS = tuple(sorted(CREDENTIAL_PARAMETERS))
 # OpenAI / Anthropic style keys: sk-…, sk-proj-…, sk-ant-api03-…
 _SK_KEY = re.compile(r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9_-]{20,}")
 # Values that are clearly not a real credential: redaction markers and placeholders.
