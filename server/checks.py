@@ -1,7 +1,8 @@
 """``cassette-server check``: what is wrong with cassette files, found without serving them.
 
 - load errors (with file:line) and unknown formats or versions;
-- identical requests (as the server matches them) recorded with different responses;
+- identical requests (as the server matches them) recorded with different responses, unless
+  the recorder marked the later ones as recorded again in the same run (a deliberate sequence);
 - secrets left in: credential headers, ``sk-…`` keys anywhere in the file, ``key=`` style
   query parameters (in files that fail to load, headers and parameters are looked for in the
   text). Findings show only the first characters of a secret, so CI logs do not
@@ -113,6 +114,8 @@ def duplicate_findings(interactions: Sequence[Interaction], rules: MatchRules, a
         groups.setdefault(key_of(interaction, rules), []).append(interaction)
     found = []
     for group in groups.values():
+        if all(interaction.deliberate_repeat for interaction in group[1:]):
+            continue  # one recording run recorded the request again on purpose: a sequence
         first = _response_of(group[0])
         # reported where the first different response is: the recording most likely to be stale
         later = next((i for i in group if _response_of(i) != first), None)
