@@ -6,6 +6,7 @@ still loads and replays the file."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -136,3 +137,18 @@ def test_recording_does_not_rewind_the_sequences_being_replayed(tmp_path: Path) 
         rest = [httpx.get(f"{url}/v1/batches/b1", headers=session).json()["status"] for _ in range(3)]
     assert recorded.status_code == 200
     assert [first, *rest] == ["queued", "running", "done", "done"]
+
+
+def test_watch_does_not_reload_what_recording_wrote(tmp_path: Path) -> None:
+    """A reload would rewind every sequence; the file the recorder wrote is served already."""
+    with recording(StandIn(), tmp_path, paths=(tmp_path,), record=RecordMode.MISS, speed=0, watch=True) as (url, app, _):
+        time.sleep(0.5)  # the watcher is up
+        assert httpx.post(f"{url}/v1/chat/completions", json=chat("watched"), headers=AUTH).status_code == 200
+        served = app.service.loaded
+        time.sleep(2.5)  # longer than the watcher's debounce
+        assert app.service.loaded is served
+        (tmp_path / "other.yaml").write_text(go_vcr(interaction()))  # other changes still reload
+        deadline = time.monotonic() + 10
+        while app.service.loaded is served and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "other" in app.service.index.by_name and "recorded" in app.service.index.by_name
