@@ -248,10 +248,12 @@ def resolve_scope(path: str, header: str | None, index: Index, *, new_names: boo
         return path, header or None
     rest = path[len(SCOPE_PREFIX) :]
     name = _longest_loaded_prefix(rest, index)
-    if name is None:
-        name = new_cassette_name(rest) if new_names else rest.split("/", 1)[0]
-    elif header and header != name:
-        raise BadRequest(f"the URL prefix names cassette '{name}' but the X-Cassette header names '{header}'; use one")
+    if name is None and not new_names:
+        name = rest.split("/", 1)[0]
+    else:
+        name = name or new_cassette_name(rest)
+        if header and header != name:
+            raise BadRequest(f"the URL prefix names cassette '{name}' but the X-Cassette header names '{header}'; use one")
     return rest[len(name) :] or "/", name
 
 
