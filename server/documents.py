@@ -326,6 +326,9 @@ def _represent_list(dumper: yaml.BaseDumper, items: list[Any]) -> yaml.SequenceN
 
 CassetteDumper.add_representer(str, _represent_text)
 CassetteDumper.add_representer(list, _represent_list)
+# No anchors and aliases: each value is written where it is (a recorder appends items whose
+# anchors could clash, and a reader need not look elsewhere).
+CassetteDumper.ignore_aliases = lambda self, data: True
 _NO_FOLDING = 2**31 - 1  # libyaml's largest width: lines are never folded
 
 

@@ -207,3 +207,32 @@ def test_header_names_and_map_keys_follow_go() -> None:
     assert govcr.canonical_header_name("x-goog-api-client") == "X-Goog-Api-Client"
     assert govcr.canonical_header_name("weird name") == "weird name"
     assert govcr.go_yaml_order(["b", "a10", "a9", "A", "a-b"]) == ["A", "a-b", "a9", "a10", "b"]
+
+
+def test_later_appends_add_text_and_read_back_as_the_whole_file_does(tmp_path: Path) -> None:
+    """After its first write, the writer appends each interaction as text: what it publishes must
+    be what loading the whole file gives, also after bodies that end the YAML document (`...`)."""
+    target = writer(tmp_path)
+    bodies = [SSE, b'{"a":1}', SSE + b"\n\n", b"\xff\xfe binary", b"x\r\n\r\n", SSE]
+    published = []
+    for number, body in enumerate(bodies):
+        offsets = (0.0, 0.5, 1.0) if body == SSE else None
+        item = exchange(body, request=json.dumps({"n": number}).encode(), offsets=offsets,
+                        content_type="text/event-stream" if offsets else "application/octet-stream")
+        published.append(append(target, "long", item))
+    text = (tmp_path / "long.yaml").read_text(encoding="utf-8", errors="replace")
+    assert text.count("\n...\n") <= 1 and text.count("---") == 1
+    loaded = load_file(tmp_path / "long.yaml", name="long")
+    for was, now in zip(published[-1].interactions, loaded.interactions, strict=True):
+        assert (was.id, was.request, was.response, was.line) == (now.id, now.request, now.response, now.line)
+    assert [i.response.body for i in loaded.interactions] == bodies
+
+
+def test_a_file_changed_by_someone_else_is_read_again_before_appending(tmp_path: Path) -> None:
+    target = writer(tmp_path)
+    append(target, "shared", exchange(b'{"first":1}'))
+    file = tmp_path / "shared.yaml"
+    file.write_text(file.read_text().replace('{"first":1}', '{"edited":1}'))  # a hand edit in between
+    cassette = append(target, "shared", exchange(b'{"second":2}', request=b'{"q":2}'))
+    assert [i.response.body for i in cassette.interactions] == [b'{"edited":1}', b'{"second":2}']
+    assert [i.response.body for i in load_file(file, name="shared").interactions] == [b'{"edited":1}', b'{"second":2}']
