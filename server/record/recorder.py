@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ log = logging.getLogger("cassette_server")
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 # Publishes a cassette just written: (cassette, session, scope) → the index serves it.
-Publish = Callable[[Cassette, str, "str | None"], None]
+Publish = Callable[[Cassette, str, str | None], None]
 
 
 class Recorder:
@@ -66,7 +67,7 @@ class Recorder:
         self.publish = publish
         self.control_headers = frozenset(name.lower() for name in control_headers)
 
-    def running(self) -> Any:
+    def running(self) -> AbstractAsyncContextManager[None]:
         """The upstream client's lifetime: enter at the app's startup, leave at its shutdown."""
         return self.forwarder.running()
 

@@ -103,9 +103,10 @@ class CassetteWriter:
             path = self.file_of(name)
         except HTTPError as error:
             raise RecordingFailed(error.message) from None
-        holder = self._lock_for(path.resolve())
+        where = path.resolve()  # one file, however its path is spelled: one lock, one state
+        holder = self._lock_for(where)
         with holder.lock:
-            cassette = self._append(name, path, exchange)
+            cassette = self._append(name, path, where, exchange)
             publish(cassette)
         return cassette.interactions[-1]
 
@@ -117,21 +118,19 @@ class CassetteWriter:
                 self._locks[path] = holder
             return holder
 
-    def _append(self, name: str, path: Path, exchange: Exchange) -> Cassette:
-        written = self._written.pop(path, None)
+    def _append(self, name: str, path: Path, where: Path, exchange: Exchange) -> Cassette:
+        written = self._written.pop(where, None)
         if written is not None and _signature(path) == written.signature:
-            cassette = self._append_text(name, path, exchange, written)
-        else:
-            cassette = self._rewrite(name, path, exchange)
-        return cassette
+            return self._append_text(name, path, where, exchange, written)
+        return self._rewrite(name, path, where, exchange)
 
-    def _rewrite(self, name: str, path: Path, exchange: Exchange) -> Cassette:
+    def _rewrite(self, name: str, path: Path, where: Path, exchange: Exchange) -> Cassette:
         """Write the whole cassette again from its parsed data, with the new interaction."""
         file = str(path)
         data, fmt, syntax, before = self._read(name, path)
         interactions = list(data.get("interactions") or [])
         new_id = fmt.next_id(interactions)
-        new, key = self._new_interaction(fmt, exchange, new_id, path, len(interactions))
+        new, key = self._new_interaction(fmt, exchange, new_id, where, len(interactions))
         try:
             text = dump_document({**data, "interactions": [*interactions, new]}, syntax=syntax,
                                  explicit_start=fmt is govcr and syntax == "yaml")
@@ -141,12 +140,12 @@ class CassetteWriter:
                                   "nothing was written") from None
         _check_unchanged(name, file, before, after)
         _check_recorded(name, file, after.interactions[-1], exchange)
-        self._write(path, text, key)
+        self._write(path, where, text, key)
         if fmt is govcr and syntax == "yaml" and list(data)[-1] == "interactions":
-            self._written[path] = _Written(_signature(path), after, new_id + 1)
+            self._written[where] = _Written(_signature(path), after, new_id + 1)
         return after
 
-    def _append_text(self, name: str, path: Path, exchange: Exchange, written: _Written) -> Cassette:
+    def _append_text(self, name: str, path: Path, where: Path, exchange: Exchange, written: _Written) -> Cassette:
         """Add the new interaction's YAML after the file's bytes, which this writer wrote last."""
         file = str(path)
         try:
@@ -156,7 +155,7 @@ class CassetteWriter:
         if text.endswith(b"\n" + _DOCUMENT_END):
             text = text[: -len(_DOCUMENT_END)]  # the document goes on: the list gets one more item
         position = len(written.cassette.interactions)
-        new, key = self._new_interaction(govcr, exchange, written.next_id, path, position)
+        new, key = self._new_interaction(govcr, exchange, written.next_id, where, position)
         fragment = dump_document([new])
         try:
             [item] = parse_document(fragment, file=file).data
@@ -169,28 +168,28 @@ class CassetteWriter:
         interaction = Interaction(name, interaction_id, request, response, file, text.count(b"\n") + 1,
                                   new.get(DELIBERATE_REPEAT_FIELD) is True)
         _check_recorded(name, file, interaction, exchange)
-        self._write(path, text + fragment, key)
+        self._write(path, where, text + fragment, key)
         cassette = Cassette(name, file, written.cassette.format, (*written.cassette.interactions, interaction))
-        self._written[path] = _Written(_signature(path), cassette, written.next_id + 1)
+        self._written[where] = _Written(_signature(path), cassette, written.next_id + 1)
         return cassette
 
-    def _new_interaction(self, fmt: ModuleType, exchange: Exchange, interaction_id: int, path: Path,
+    def _new_interaction(self, fmt: ModuleType, exchange: Exchange, interaction_id: int, where: Path,
                          position: int) -> tuple[dict[str, Any], MatchKey]:
         """The exchange as the format writes it, and its match key; marked as a deliberate
         repeat when this run recorded the same request into this file before."""
         new = fmt.dump_interaction(exchange, interaction_id)
         key = self._key(fmt, new, position)
-        if key in self._recorded.get(path, ()):
+        if key in self._recorded.get(where, ()):
             new[DELIBERATE_REPEAT_FIELD] = True
         return new, key
 
-    def _write(self, path: Path, text: bytes, key: MatchKey) -> None:
+    def _write(self, path: Path, where: Path, text: bytes, key: MatchKey) -> None:
         """Write the file whole; ``key`` is the request now recorded in it."""
         try:
             write_whole(path, text)
         except HTTPError as error:  # NotWritable: says why and what to change
             raise RecordingFailed(error.message) from None
-        self._recorded.setdefault(path, set()).add(key)
+        self._recorded.setdefault(where, set()).add(key)
 
     def _read(self, name: str, path: Path) -> tuple[dict[str, Any], ModuleType, str, Cassette | None]:
         """(document data, format, syntax, cassette) of the file as it is now; a new document
