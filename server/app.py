@@ -1,7 +1,9 @@
 """The ASGI application: ``/__admin/…`` goes to the FastAPI admin app, every other request is
 replayed by a plain ASGI handler that sits below FastAPI's routing (one normalisation and one
 dict lookup per request, then bytes prepared at load time). Explaining a miss, which compares
-recordings, runs in a worker thread, so streams being replayed never wait for it.
+recordings, runs in a worker thread, so streams being replayed never wait for it. In a record
+mode, the handler hands a miss (``--record-on-miss``) or every request (``record``) to the
+recorder instead.
 
 Per-request controls (all optional):
     X-Cassette: NAME             only consider cassette NAME (or the URL prefix /__cassette/NAME/)
@@ -12,20 +14,27 @@ Per-request controls (all optional):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import orjson
 from starlette.types import Receive, Scope, Send
 
 from .admin.routes import create_admin
-from .errors import BadRequest, HTTPError
+from .errors import BadRequest, HTTPError, TooLarge
 from .journal import JournalEntry, Outcome
 from .matching.index import Index
 from .matching.keys import CONTENT_TYPE
 from .matching.sessions import DEFAULT_SESSION
-from .models import Interaction, ReceivedRequest
+from .models import Cassette, Interaction, ReceivedRequest, Recorded
+from .record.recorder import Recorder, prepare_directory
+from .record.scoping import new_cassette_name
 from .replay.pacing import Pacing, parse_speed
 from .replay.send import Delivery, send_recorded
 from .service import CassetteService, Match, Unmatched
@@ -47,9 +56,12 @@ class CassetteServerApp:
 
     def __init__(self, service: CassetteService) -> None:
         self.service = service
-        self.admin = create_admin(service, lifespan=watch_lifespan(service))
+        self.recorder = _recorder(service) if service.settings.recording else None
+        self.admin = create_admin(service, lifespan=_lifespan(service, self.recorder))
         control = (CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER, CONTENT_TYPE)  # content-type: form bodies
         self._wanted_headers = frozenset(name.encode("latin-1") for name in (*control, *service.rules.match_headers))
+        # recording forwards and writes request bodies: they are capped; replay reads them whole
+        self._body_limit = service.settings.max_cassette_size if self.recorder else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not _is_admin(scope["path"]):
@@ -60,18 +72,27 @@ class CassetteServerApp:
     async def replay(self, scope: Scope, receive: Receive, send: Send) -> None:
         arrived = asyncio.get_running_loop().time()
         index = self.service.index  # one index for the whole request, even across a reload
-        try:
-            body = await _read_body(receive)
-        except _ClientGone:
-            return
         headers = _headers(scope, self._wanted_headers)
         session = headers.get(SESSION_HEADER) or DEFAULT_SESSION
         try:
-            path, cassette = resolve_scope(scope["path"], headers.get(CASSETTE_HEADER), index)
+            body = await _read_body(receive, self._body_limit)
+        except _ClientGone:
+            return
+        except TooLarge as error:
+            await send_error(error, send)
+            self._record(scope, session, arrived, error=error)
+            return
+        recorder = self.recorder  # None unless recording: all that recording costs replay is this test
+        try:
+            path, cassette = resolve_scope(scope["path"], headers.get(CASSETTE_HEADER), index,
+                                           new_names=recorder is not None)
             request = ReceivedRequest(scope["method"], path, scope["query_string"].decode("latin-1"), headers, body)
-            pacing = self._pacing(headers.get(SPEED_HEADER))
-            found = self.service.match(request, session=session, scope=cassette, index=index)
-            if isinstance(found, Unmatched):
+            if recorder is not None and recorder.forwards_everything:
+                found = None
+            else:
+                pacing = self._pacing(headers.get(SPEED_HEADER))
+                found = self.service.match(request, session=session, scope=cassette, index=index)
+            if isinstance(found, Unmatched) and recorder is None:
                 # in a thread: explaining compares recordings, and streams in flight must not wait for it
                 error = await asyncio.to_thread(self.service.explain, found)
                 raise error
@@ -85,6 +106,9 @@ class CassetteServerApp:
             await send_error(internal, send)
             self._record(scope, session, arrived, error=internal)
             return
+        if not isinstance(found, Match):  # recording: nothing to replay (a miss, or `record`)
+            await self._forward(scope, send, request, cassette, session, arrived)
+            return
         delivery = None
         try:
             delivery = await send_recorded(found.interaction.response, pacing, arrived, scope, receive, send)
@@ -93,9 +117,27 @@ class CassetteServerApp:
                 self.service.give_back(found)  # nothing was sent: the next request gets this recording
             self._record(scope, session, arrived, match=found, delivery=delivery)
 
+    async def _forward(self, scope: Scope, send: Send, request: ReceivedRequest, cassette: str | None, session: str,
+                       arrived: float) -> None:
+        """Record: the recorder answers (or raises before answering: then the error is sent here)."""
+        assert self.recorder is not None
+        try:
+            recorded = await self.recorder.forward(scope, send, request=request, cassette=cassette, session=session)
+        except HTTPError as error:
+            await send_error(error, send)
+            self._record(scope, session, arrived, error=error)
+            return
+        except Exception as error:  # raised before the answer started (the recorder says so)
+            log.exception("internal error while recording %s %s", scope["method"], scope["path"])
+            internal = HTTPError(f"cassette-server internal error while recording: {error!r}; please report it")
+            await send_error(internal, send)
+            self._record(scope, session, arrived, error=internal)
+            return
+        self._record(scope, session, arrived, recorded=recorded)
+
     def _record(
         self, scope: Scope, session: str, arrived: float, *, match: Match | None = None,
-        error: HTTPError | None = None, delivery: Delivery | None = None,
+        error: HTTPError | None = None, delivery: Delivery | None = None, recorded: Recorded | None = None,
     ) -> None:
         """Add the finished request to the journal (one small record; nothing is computed here)."""
         journal = self.service.journal
@@ -104,7 +146,7 @@ class CassetteServerApp:
         if error is not None:
             error.__traceback__ = None  # its frames would keep the request's index alive after a reload
         took = asyncio.get_running_loop().time() - arrived
-        interaction = match.interaction if match else None
+        interaction = match.interaction if match else recorded.interaction if recorded else None
         outcome = _outcome(delivery) if match else None
         journal.add(JournalEntry(
             time=time.time() - took,
@@ -112,7 +154,7 @@ class CassetteServerApp:
             method=scope["method"],
             path=scope["path"],
             query=scope["query_string"].decode("latin-1"),
-            status=_journal_status(interaction, error, outcome),
+            status=recorded.status if recorded else _journal_status(interaction, error, outcome),
             duration=took,
             interaction=interaction,
             repeated=match.repeated if match else False,
@@ -120,7 +162,8 @@ class CassetteServerApp:
             error=error,
             outcome=outcome,
             pieces_sent=delivery.pieces if delivery else None,
-            pieces_total=len(interaction.response.chunks) if interaction else None,
+            pieces_total=len(interaction.response.chunks) if match else None,
+            recorded=recorded,
         ))
 
     def _pacing(self, speed_header: str | None) -> Pacing:
@@ -154,23 +197,63 @@ def _journal_status(interaction: Interaction | None, error: HTTPError | None, ou
 
 
 def create_app(settings: Settings) -> CassetteServerApp:
-    """Load the cassettes named by ``settings`` and build the app that serves them."""
+    """Load the cassettes named by ``settings`` and build the app that serves them. In a record
+    mode, the directory for new cassettes is created (ValueError when it cannot be written) and
+    loaded too, so what is recorded there is served again after a reload."""
+    if settings.recording:
+        directory = settings.recording_directory()
+        prepare_directory(directory)
+        if not any(_same_path(directory, path) for path in settings.paths):
+            settings = dataclasses.replace(settings, paths=(*settings.paths, directory))
     return CassetteServerApp(CassetteService(settings))
 
 
-def resolve_scope(path: str, header: str | None, index: Index) -> tuple[str, str | None]:
+def _same_path(one: Path, other: Path) -> bool:
+    return one.resolve() == other.resolve()
+
+
+def _recorder(service: CassetteService) -> Recorder:
+    def loaded_file(name: str) -> str | None:
+        cassette = service.index.by_name.get(name)
+        return cassette.file if cassette else None
+
+    def publish(cassette: Cassette, session: str, scope: str | None) -> None:
+        service.swap_in(cassette, served=(session, scope))
+
+    return Recorder(service.settings, rules=service.rules, loaded_file=loaded_file, publish=publish,
+                    control_headers=(CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER))
+
+
+def _lifespan(service: CassetteService, recorder: Recorder | None) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """What runs from startup to shutdown: the file watcher (--watch), the upstream client (recording)."""
+    watching = watch_lifespan(service)
+    if recorder is None:
+        return watching
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async with watching(app), recorder.running():
+            yield
+
+    return lifespan
+
+
+def resolve_scope(path: str, header: str | None, index: Index, *, new_names: bool = False) -> tuple[str, str | None]:
     """(path to match, cassette scope) from a ``/__cassette/NAME/…`` prefix or the X-Cassette
     header. Names may contain ``/``: the longest loaded name that prefixes the path wins. When
     no loaded name does, the first segment is taken as the name: the lookup then answers
-    ``unknown_cassette``."""
+    ``unknown_cassette``; while recording (``new_names``), the prefix names a new cassette
+    (``record.scoping.new_cassette_name``)."""
     if not path.startswith(SCOPE_PREFIX):
         return path, header or None
     rest = path[len(SCOPE_PREFIX) :]
     name = _longest_loaded_prefix(rest, index)
-    if name is None:
+    if name is None and not new_names:
         name = rest.split("/", 1)[0]
-    elif header and header != name:
-        raise BadRequest(f"the URL prefix names cassette '{name}' but the X-Cassette header names '{header}'; use one")
+    else:
+        name = name or new_cassette_name(rest)
+        if header and header != name:
+            raise BadRequest(f"the URL prefix names cassette '{name}' but the X-Cassette header names '{header}'; use one")
     return rest[len(name) :] or "/", name
 
 
@@ -208,13 +291,21 @@ class _ClientGone(Exception):
     pass
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive, limit: int | None) -> bytes:
+    """The whole request body; over ``limit`` bytes (when there is one) it is a 413."""
     chunks = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise _ClientGone
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        if limit is not None:
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"The request body is larger than --max-cassette-size ({limit} bytes), the most a "
+                               "recording forwards and writes; nothing was forwarded or recorded.")
         if not message.get("more_body"):
             return b"".join(chunks)
 

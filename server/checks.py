@@ -1,7 +1,8 @@
 """``cassette-server check``: what is wrong with cassette files, found without serving them.
 
 - load errors (with file:line) and unknown formats or versions;
-- identical requests (as the server matches them) recorded with different responses;
+- identical requests (as the server matches them) recorded with different responses, unless
+  the recorder marked the later ones as recorded again in the same run (a deliberate sequence);
 - secrets left in: credential headers, ``sk-…`` keys anywhere in the file, ``key=`` style
   query parameters (in files that fail to load, headers and parameters are looked for in the
   text). Findings show only the first characters of a secret, so CI logs do not
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote
 
+from .credentials import CREDENTIAL_HEADERS, CREDENTIAL_PARAMETERS
 from .errors import UnknownFormat
 from .loader import LoadResult, load_paths
 from .matching.index import key_of
@@ -28,10 +30,8 @@ from .models import Interaction
 ERROR = "error"
 WARNING = "warning"
 
-# Request headers that carry credentials (lower case).
-SECRET_HEADERS = ("authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key")
-# Query parameters that carry credentials (Gemini's `key=` and its cousins).
-SECRET_PARAMETERS = ("key", "api_key", "apikey", "api-key", "access_token")
+SECRET_HEADERS = CREDENTIAL_HEADERS
+SECRET_PARAMETERS = tuple(sorted(CREDENTIAL_PARAMETERS))
 # OpenAI / Anthropic style keys: sk-…, sk-proj-…, sk-ant-api03-…
 _SK_KEY = re.compile(r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9_-]{20,}")
 # Values that are clearly not a real credential: redaction markers and placeholders.
@@ -114,6 +114,8 @@ def duplicate_findings(interactions: Sequence[Interaction], rules: MatchRules, a
         groups.setdefault(key_of(interaction, rules), []).append(interaction)
     found = []
     for group in groups.values():
+        if all(interaction.deliberate_repeat for interaction in group[1:]):
+            continue  # one recording run recorded the request again on purpose: a sequence
         first = _response_of(group[0])
         # reported where the first different response is: the recording most likely to be stale
         later = next((i for i in group if _response_of(i) != first), None)

@@ -1,6 +1,8 @@
 """Command line: flags → Settings → app → uvicorn. The only module that prints or exits.
 
-    cassette-server serve [PATH ...] [--host H] [--port P] [--speed S] ...
+    cassette-server serve [PATH ...] [--host H] [--port P] [--speed S] [--record-on-miss] ...
+    cassette-server record [--upstream URL | --upstream PREFIX=URL ...] [--out DIR] ...
+                                         forward every request and record the answers
     cassette-server check [PATH ...]     validate cassettes (exit 1 when anything is wrong)
     cassette-server list [PATH ...]      a table of cassettes and their interactions
 
@@ -16,7 +18,7 @@ import logging.config
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import MISSING, Field, fields
 from types import FrameType
@@ -29,10 +31,13 @@ from .catalog import summarise
 from .checks import check_paths
 from .loader import load_paths
 from .matching.relaxations import RELAXATIONS
+from .record import RecordMode
 from .settings import Option, Settings
 
 # The options `check` takes besides PATH: the ones that decide which requests are the same.
 CHECK_OPTIONS = ("ignore_fields", "match_headers", "exact_body")
+# The options `record` does not take: it replays nothing, and records every request.
+NOT_FOR_RECORD = ("paths", "record", "speed", "event_interval", "exhausted", "no_relax", "watch", "max_sessions")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for item in fields(Settings):
         _add_setting(serve, item)
+    record = commands.add_parser(
+        "record",
+        help="forward every request to the real provider and record the answers into cassettes",
+        description="Forward every request to the upstream (OpenAI, Anthropic or Gemini by the request's path, or "
+        "--upstream), pass the answer on as it arrives and record it, with its timing, into the cassette named by "
+        "X-Cassette or /__cassette/NAME/ (else --cassette) under --out. Nothing is served from existing cassettes; "
+        "those under --out are appended to. Every option can also be set with the environment variable shown in "
+        "brackets.",
+    )
+    for item in fields(Settings):
+        if item.name not in NOT_FOR_RECORD:
+            _add_setting(record, item)
     check = commands.add_parser(
         "check",
         help="validate cassettes without serving them (for pre-commit and CI)",
@@ -88,6 +105,8 @@ def _add_setting(parser: argparse.ArgumentParser, item: Field[Any]) -> None:
         )
     elif option.switch:
         parser.add_argument(option.flag, dest=item.name, action="store_true", help=option.help + env)
+    elif option.const is not None:
+        parser.add_argument(option.flag, dest=item.name, action="store_const", const=option.const, help=option.help + env)
     else:
         parser.add_argument(
             option.flag, dest=item.name, type=_checked(option.parse), metavar=option.metavar,
@@ -105,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        settings = Settings.resolve(vars(args))
+        settings = resolve_settings(args)
     except ValueError as error:
         parser.error(str(error))
     if args.command == "check":
@@ -115,10 +134,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return serve(settings)
 
 
+def resolve_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings of a parsed command line (and the environment); `record` records everything."""
+    given = vars(args)
+    if args.command == "record":
+        given = {**given, "record": RecordMode.ALL}
+    return Settings.resolve(given, environ)
+
+
 def serve(settings: Settings) -> int:
     log_config = logging_config(settings.log_level)
     logging.config.dictConfig(log_config)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ValueError as error:  # recording into a directory that cannot be written
+        print(f"cassette-server: {error}", file=sys.stderr)
+        return 2
     failures = app.service.loaded.result.failures
     if settings.strict and failures:
         print(f"cassette-server: {len(failures)} cassette file(s) failed to load and --strict is set", file=sys.stderr)

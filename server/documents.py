@@ -1,4 +1,5 @@
-"""Cassette text → Python data, safely, remembering the line each interaction starts on.
+"""Cassette text → Python data, safely, remembering the line each interaction starts on; and
+back: Python data → cassette text, for the recorder.
 
 YAML is parsed with PyYAML's safe loader (its C implementation when libyaml is present): no
 tag can construct a Python object, and ``!!binary`` gives ``bytes``. Line numbers come from the
@@ -22,6 +23,7 @@ import yaml
 from .errors import CassetteLoadError
 
 SafeLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+SafeDumper: type = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 class CassetteLoader(SafeLoader):  # type: ignore[misc, valid-type]
@@ -292,3 +294,56 @@ def _json_lines(source: str) -> tuple[tuple[int, ...], dict[str, int]]:
             break
         position = skip_space(position + 1)
     return tuple(interaction_lines), key_lines
+
+
+class CassetteDumper(SafeDumper):  # type: ignore[misc, valid-type]
+    """The safe dumper, writing cassettes the way people read them: multi-line text (SSE bodies,
+    pretty JSON) as literal blocks, lists of numbers (``event_offsets``) on one line, bytes that
+    are not UTF-8 as ``!!binary``, and no line ever folded (a folded line is one more place
+    for two YAML readers to disagree)."""
+
+
+# Characters that YAML 1.1 (PyYAML: line breaks) and 1.2 (Go's yaml: ordinary characters) read
+# differently when written raw, and characters no YAML scalar holds raw: text with any of
+# them is written double-quoted, where they are escaped.
+_NEEDS_ESCAPES = re.compile("[\r\x85\u2028\u2029\ufeff]|[^\t\n\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _represent_text(dumper: yaml.BaseDumper, text: str) -> yaml.ScalarNode:
+    if _NEEDS_ESCAPES.search(text):
+        style: str | None = '"'
+    elif "\n" in text:
+        style = "|"  # where a block cannot hold the text (trailing spaces), the emitter quotes it
+    else:
+        style = None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+def _represent_list(dumper: yaml.BaseDumper, items: list[Any]) -> yaml.SequenceNode:
+    numbers = bool(items) and all(isinstance(item, (int, float)) and not isinstance(item, bool) for item in items)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=numbers)
+
+
+CassetteDumper.add_representer(str, _represent_text)
+CassetteDumper.add_representer(list, _represent_list)
+# No anchors and aliases: each value is written where it is (a recorder appends items whose
+# anchors could clash, and a reader need not look elsewhere).
+CassetteDumper.ignore_aliases = lambda self, data: True
+_NO_FOLDING = 2**31 - 1  # libyaml's largest width: lines are never folded
+
+
+def dump_document(data: Any, *, syntax: str = "yaml", explicit_start: bool = False) -> bytes:
+    """Cassette data as text that ``parse_document`` reads back to the same data.
+
+    YAML keeps the mappings' key order and writes UTF-8 text as text; JSON is written the way
+    vcrpy's JSON serializer writes it (4-space indents, ASCII escapes, a final newline). Raises
+    ValueError for data the syntax cannot hold (bytes in JSON).
+    """
+    if syntax == "json":
+        try:
+            return (json.dumps(data, indent=4) + "\n").encode("ascii")
+        except TypeError as error:
+            raise ValueError(f"JSON cannot hold this cassette: {error} (a binary body needs a YAML cassette)") from None
+    text = yaml.dump(data, Dumper=CassetteDumper, sort_keys=False, allow_unicode=True, width=_NO_FOLDING,
+                     default_flow_style=False, explicit_start=explicit_start, encoding="utf-8")
+    return bytes(text)

@@ -13,7 +13,10 @@
         ├── CassetteMiss         404 not_found_error / cassette_miss
         ├── Conflict             409 invalid_request_error / conflict
         │   └── NotWritable      409 invalid_request_error / not_writable (PUT could not write the file)
-        └── TooLarge             413 request_too_large / too_large (a PUT body over --max-cassette-size)
+        ├── TooLarge             413 request_too_large / too_large (a PUT body over --max-cassette-size,
+        │                        a recorded request over it)
+        └── UpstreamError        502 api_error / upstream_error (recording: the upstream could not be reached,
+                                 timed out, or no upstream is known for the path)
 
 The JSON shape is readable by every SDK we target: OpenAI reads ``error.message`` and
 ``error.code``, Anthropic ``error.type`` and ``error.message``, google-genai ``error.status`` and
@@ -166,3 +169,13 @@ class TooLarge(HTTPError):
     error_type = "request_too_large"
     code = "too_large"
     status = "INVALID_ARGUMENT"
+
+
+class UpstreamError(HTTPError):
+    """Recording could not get an answer from the upstream (unreachable, timed out, or none is
+    known for the path): nothing was recorded. The message names the upstream URL."""
+
+    status_code = 502
+    error_type = "api_error"
+    code = "upstream_error"
+    status = "UNAVAILABLE"

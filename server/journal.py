@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import CassetteMiss, HTTPError
 from .matching.nearmiss import NearMiss
-from .models import Interaction
+from .models import Interaction, Recorded
 
 
 class Outcome(str, enum.Enum):
@@ -48,9 +48,11 @@ class JournalEntry:
     outcome: Outcome | None = None  # for a served request: what became of its reply
     pieces_sent: int | None = None  # body pieces (events, frames, or the whole body) sent
     pieces_total: int | None = None  # body pieces recorded
+    recorded: Recorded | None = None  # forwarded upstream (record modes): what was recorded, or why not
 
     @property
     def matched(self) -> bool:
+        """Answered with a cassette's interaction: served from it, or recorded into it."""
         return self.interaction is not None
 
     @property
@@ -78,6 +80,7 @@ class JournalEntry:
             "outcome": self.outcome.value if self.outcome else None,
             "pieces_sent": self.pieces_sent,
             "pieces_total": self.pieces_total,
+            "recorded": self.recorded.to_json() if self.recorded else None,
         }
         if near_misses:
             data["near_misses"] = [near.to_json() for near in self.near_misses]

@@ -72,6 +72,9 @@ class Interaction:
     response: RecordedResponse
     file: str
     line: int | None = None
+    # Recorded again on purpose in one recording run (polling, a retry): a sequence, which
+    # `check` does not report as a duplicate. See formats.DELIBERATE_REPEAT_FIELD.
+    deliberate_repeat: bool = False
 
     @property
     def label(self) -> str:
@@ -112,3 +115,51 @@ class ReceivedRequest:
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """A request forwarded to an upstream and the whole answer that came back, as a recorder
+    writes it: credentials already scrubbed, the body decoded, the timing measured.
+
+    Header names are as they came (lower case, from ASGI and httpx); each format writer spells
+    them its own way.
+    """
+
+    method: str
+    url: str  # the upstream URL; credential query parameters already REDACTED
+    request_proto: str  # the client's HTTP version, "HTTP/1.1"
+    request_headers: tuple[tuple[str, str], ...]  # the kept ones, in the order sent
+    request_body: bytes
+    status: int
+    reason: str
+    response_proto: str  # the upstream's HTTP version, "HTTP/1.1" or "HTTP/2.0"
+    response_headers: tuple[tuple[str, str], ...]  # scrubbed; no framing or encoding headers
+    response_body: bytes  # decoded: what the client received
+    content_length: int | None  # the upstream's Content-Length when the body was sent as is
+    chunked: bool  # the upstream sent it with chunked transfer encoding
+    decoded: bool  # the upstream compressed it (Content-Encoding), and it is stored decoded
+    duration_ns: int  # from sending the request upstream to the response headers
+    event_offsets: tuple[float, ...] | None = None  # seconds from the headers to each event's last byte
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What recording did with a request it forwarded (for the journal and the log)."""
+
+    cassette: str  # where it was (or would have been) written
+    upstream: str  # the URL it was sent to, credentials redacted
+    status: int  # the upstream's status, passed on to the client
+    duration: float  # seconds from sending the request upstream to its response headers
+    interaction: Interaction | None = None  # the interaction written, now served by the index
+    not_recorded: str | None = None  # why nothing was written
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "interaction": self.interaction.label if self.interaction else None,
+            "cassette": self.cassette,
+            "upstream": self.upstream,
+            "upstream_status": self.status,
+            "upstream_duration": round(self.duration, 6),
+            "not_recorded": self.not_recorded,
+        }

@@ -13,7 +13,7 @@ from .framing import looks_like_sse, split_eventstream, split_sse
 from .models import BodyKind, RecordedResponse
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the framing headers the server recomputes.
-_NOT_FORWARDED = frozenset(
+HOP_BY_HOP_AND_LENGTH = frozenset(
     {
         "connection",
         "keep-alive",
@@ -72,12 +72,12 @@ def build_response(
     wire: list[tuple[bytes, bytes]] = []
     for name, value in header_list:
         lower = name.lower()
-        if lower in _NOT_FORWARDED:
+        if lower in HOP_BY_HOP_AND_LENGTH:
             continue
         if lower == "content-encoding" and not body_is_encoded(value, body):
             notes.append(f"Content-Encoding: {value} dropped: the recorded body is not encoded")
             continue
-        wire_name, wire_value = _header_bytes(lower), _header_bytes(value)
+        wire_name, wire_value = header_bytes(lower), header_bytes(value)
         if not _TOKEN.fullmatch(wire_name) or _BAD_VALUE.search(wire_value):
             notes.append(f"header {name!r}: {value!r} dropped: not a valid HTTP header, it cannot be sent")
             continue
@@ -158,7 +158,8 @@ def _valid_offsets(offsets: Sequence[float] | None, pieces: int, notes: list[str
     return values
 
 
-def _header_bytes(text: str) -> bytes:
+def header_bytes(text: str) -> bytes:
+    """A header name or value on the wire: latin-1, as HTTP has it, else UTF-8 (what recorders store)."""
     try:
         return text.encode("latin-1")
     except UnicodeEncodeError:

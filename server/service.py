@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import BadRequest, CassetteLoadError, CassetteMiss, Conflict, InvalidCassette, UnknownCassette
 from .journal import Journal
 from .loader import LoadResult, load_bytes, load_paths
-from .matching.index import Index, Take
+from .matching.index import Index, Take, key_of
 from .matching.keys import MatchKey, MatchRules
 from .matching.nearmiss import NearMiss, near_misses, render_difference
 from .matching.relaxations import RELAXATION_NAMES, RelaxedFind
@@ -92,7 +92,7 @@ class CassetteService:
         self.loaded = Loaded(LoadResult(), Index((), self.rules, settings.exhausted, sessions=self.sessions))
         self.journal = Journal(settings.journal_size)
         self._reload_lock = threading.Lock()  # admin calls and the file watcher may reload at once
-        self._put_files: dict[Path, int] = {}  # file written by PUT → its mtime (ns) right after
+        self._put_files: dict[Path, int] = {}  # file written by PUT or recording → its mtime (ns) right after
         self.reload()
 
     @property
@@ -111,14 +111,21 @@ class CassetteService:
         log_load(result, self.settings, reused=reuse)
         return result
 
-    def swap_in(self, cassette: Cassette) -> LoadResult:
+    def swap_in(self, cassette: Cassette, *, served: tuple[str, str | None] | None = None) -> LoadResult:
         """Serve ``cassette`` in place of the loaded cassette of its name (or beside the others
         when the name is new), reading no file: only it is keyed again, and sessions keep their
         place in its recordings that were there before. For recording, which adds interactions
-        as they are recorded."""
+        as they are recorded: ``cassette`` is its file as just written (so --watch need not read
+        it again), and ``served`` is the (session, scope) of the request its last interaction
+        answered, which counts as served there (with repeat-last, the next identical request of
+        that session replays it)."""
         with self._reload_lock:
             result = self.loaded.result.replacing(cassette)
             self._swap(result)
+            if served is not None and cassette.interactions:
+                session, scope = served
+                self.index.take(key_of(cassette.interactions[-1], self.rules), session=session, scope=scope)
+            self._note_written(Path(cassette.file))
         log.info("Cassette '%s' swapped in: %d interactions", cassette.name, len(cassette.interactions))
         return result
 
@@ -162,7 +169,7 @@ class CassetteService:
         created = not target.exists()
         write_whole(target, text)
         written = target.resolve()
-        self._put_files[written] = target.stat().st_mtime_ns
+        self._note_written(target)
         log.info("Cassette '%s' %s by the admin API: %s", name, "added" if created else "replaced", target)
         result = self.reload(changed={written})
         cassette = self.index.by_name.get(name)
@@ -172,9 +179,16 @@ class CassetteService:
             raise Conflict(f"cassette '{name}' was written to {target} but did not load: {why}; PUT it again")
         return cassette, created, result
 
+    def _note_written(self, path: Path) -> None:
+        """Remember a file this server wrote and serves as written (PUT, recording)."""
+        try:
+            self._put_files[path.resolve()] = path.stat().st_mtime_ns
+        except OSError:
+            pass  # gone already: the watcher will reload, as it should
+
     def loaded_already(self, changed: set[Path]) -> bool:
-        """True when every changed file is one PUT wrote (and reloaded) and has not changed
-        since: the file watcher then need not reload, which would rewind every sequence again."""
+        """True when every changed file is one PUT or recording wrote (and serves) and has not
+        changed since: the file watcher then need not reload it."""
         if not changed:
             return False
         for path in changed:
@@ -269,7 +283,8 @@ class CassetteService:
             lines.append(f"An identical request is recorded in {labels}, but this request is scoped to '{scope}'.")
         if relaxed is not None:
             lines.append(_describe_relaxations(relaxed, index, scope))
-        lines.append("Record this request, or change it to match a recording.")
+        lines.append("Record it with `cassette-server serve --record-on-miss` (or `cassette-server record`), or change "
+                     "the request to match a recording.")
         # the journal keeps the error: only a bounded part of each difference (nearmiss.NearMiss.kept)
         return CassetteMiss("\n".join(lines), near_misses=tuple(near.kept() for near in closest))
 

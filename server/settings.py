@@ -10,15 +10,20 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .loader import CASSETTE_SUFFIXES
 from .matching.index import Exhausted
 from .matching.keys import MatchRules
 from .matching.sessions import DEFAULT_MAX_SESSIONS
+from .record import RecordMode
+from .record.scrub import keepable_header
+from .record.upstreams import UpstreamRoute, parse_route
 from .replay.pacing import parse_speed
+from .storage import name_problem
 
 ENV_PREFIX = "CASSETTE_SERVER_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -34,6 +39,7 @@ class Option:
     metavar: str | None = None
     repeatable: bool = False  # the flag may be given many times; the variable is comma-separated
     switch: bool = False  # a flag without value; the variable takes 1/0, true/false, yes/no
+    const: Any = None  # a flag without value that sets this value; the variable is parsed with ``parse``
 
     def env_name(self, field_name: str) -> str:
         return ENV_PREFIX + field_name.upper()
@@ -84,18 +90,39 @@ def _token(text: str) -> str:
     return token
 
 
-def _exhausted(text: str) -> Exhausted:
-    try:
-        return Exhausted(text.strip().lower())
-    except ValueError:
-        raise ValueError(f"expected one of {', '.join(p.value for p in Exhausted)}, not {text!r}") from None
+def _one_of(choices: Sequence[str], kind: Callable[[str], Any] = str) -> Callable[[str], Any]:
+    """A parser taking one of ``choices`` (any case) and making it a ``kind``."""
+
+    def parse(text: str) -> Any:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, not {text!r}")
+        return kind(value)
+
+    return parse
 
 
-def _log_level(text: str) -> str:
-    level = text.strip().lower()
-    if level not in LOG_LEVELS:
-        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, not {text!r}")
-    return level
+_exhausted = _one_of([policy.value for policy in Exhausted], Exhausted)
+_log_level = _one_of(LOG_LEVELS)
+_record_mode = _one_of([mode.value for mode in RecordMode], RecordMode)
+
+
+def _cassette_name(text: str) -> str:
+    problem = name_problem(text)
+    if problem:
+        raise ValueError(f"cassette name {text!r} {problem}; use a relative name without extension, like 'recorded'")
+    return text
+
+
+RECORD_FORMATS = ("go-vcr", "vcrpy")
+_record_format = _one_of(RECORD_FORMATS)
+
+
+def _timeout(text: str) -> float:
+    value = _seconds(text)
+    if value <= 0:
+        raise ValueError(f"must be a number of seconds > 0, not {text!r}")
+    return value
 
 
 def _switch(text: str) -> bool:
@@ -178,8 +205,9 @@ class Settings:
         False,
     )
     max_cassette_size: int = _option(
-        Option("--max-cassette-size", "largest body PUT /__admin/cassettes/NAME accepts, in bytes or with a "
-               "unit (K, M, G: powers of 1024); a bigger one is refused with 413", _size, "SIZE"),
+        Option("--max-cassette-size", "largest body PUT /__admin/cassettes/NAME accepts, and largest request a "
+               "recording forwards (413 beyond) or answer it writes, in bytes or with a unit (K, M, G: powers of "
+               "1024)", _size, "SIZE"),
         64 * 1024**2,
     )
     no_relax: bool = _option(
@@ -191,6 +219,61 @@ class Settings:
         Option("--log-level", "log verbosity", _log_level, "{" + ",".join(LOG_LEVELS) + "}"),
         "info",
     )
+    # Recording (README "Recording"): `serve --record-on-miss` and the `record` command.
+    record: RecordMode = _option(
+        Option("--record-on-miss", "forward a request that matches no recording to the upstream, pass the answer "
+               "on and record it; from then on it is replayed (the variable takes off, miss or all)",
+               _record_mode, const=RecordMode.MISS),
+        RecordMode.OFF,
+    )
+    upstream: tuple[UpstreamRoute, ...] = _option(
+        Option("--upstream", "where recorded requests go: URL for all of them, or PREFIX=URL for paths under PREFIX "
+               "(repeatable); without it, OpenAI, Anthropic or Gemini by the request's path and headers",
+               parse_route, "URL|PREFIX=URL", repeatable=True),
+        (),
+    )
+    out: Path | None = _option(
+        Option("--out", "directory for new recorded cassettes (default: the first cassette directory, else "
+               "./cassettes)", Path, "DIR"),
+        None,
+    )
+    cassette: str = _option(
+        Option("--cassette", "cassette that recordings go to when the request names none (X-Cassette, "
+               "/__cassette/NAME/)", _cassette_name, "NAME"),
+        "recorded",
+    )
+    format: str = _option(
+        Option("--format", "format of new recorded cassettes (a cassette that exists keeps its own)",
+               _record_format, "{" + ",".join(RECORD_FORMATS) + "}"),
+        "go-vcr",
+    )
+    keep_headers: tuple[str, ...] = _option(
+        Option("--keep-header", "request header to record besides the safe default ones (repeatable)",
+               keepable_header, "NAME", repeatable=True),
+        (),
+    )
+    record_errors: bool = _option(
+        Option("--record-errors", "record answers that are not 2xx too (they are always passed on)", switch=True),
+        False,
+    )
+    upstream_timeout: float = _option(
+        Option("--upstream-timeout", "seconds to wait for the upstream to connect, to answer, and between two "
+               "pieces of its answer", _timeout, "SECONDS"),
+        600.0,
+    )
+
+    @property
+    def recording(self) -> bool:
+        return self.record is not RecordMode.OFF
+
+    def recording_directory(self) -> Path:
+        """Where new recorded cassettes go: ``--out``, else the first cassette directory (one that
+        does not exist yet counts, unless it is named like a file), else ./cassettes."""
+        if self.out is not None:
+            return self.out
+        directories = (path for path in self.paths
+                       if path.is_dir() or (not path.exists() and not path.name.lower().endswith(CASSETTE_SUFFIXES)))
+        return next(directories, Path("cassettes"))
 
     def match_rules(self) -> MatchRules:
         return MatchRules.build(
@@ -230,7 +313,7 @@ def _from_env(name: str, option: Option, raw: str) -> Any:
         if name == "paths":
             return tuple(Path(part) for part in raw.split(os.pathsep) if part)
         if option.repeatable:
-            return tuple(part.strip() for part in raw.split(",") if part.strip())
+            return tuple(option.parse(part.strip()) for part in raw.split(",") if part.strip())
         return option.parse(raw)
     except ValueError as error:
         raise ValueError(f"{env_name}={raw!r}: {error}") from None

@@ -23,11 +23,27 @@ def cassette_file(directory: Path, name: str, body: bytes) -> Path:
     """The file that holds cassette ``name`` under ``directory``, to write ``body`` to: the
     existing ``.yaml``, ``.yml`` or cassette ``.json`` file of that name, else a new ``.yaml`` one.
 
+    Raises what ``cassette_path`` raises, and Conflict for a body that is not JSON when the
+    cassette is a ``.json`` file: written there, the loader would pass it over, and written
+    beside it, two files would claim the name.
+    """
+    target = cassette_path(directory, name)
+    if target.suffix == ".json" and not (looks_like_json(body) and holds_json_cassette_mark(body)):
+        raise Conflict(
+            f"cassette '{name}' is stored as JSON in {target} and this body is not JSON: the file would no longer "
+            "load as a cassette (a .json file counts only when it holds JSON with an \"interactions\" key). "
+            f"Nothing was written. PUT the cassette as JSON, or delete {target} first to store it as YAML."
+        )
+    return target
+
+
+def cassette_path(directory: Path, name: str) -> Path:
+    """The file of cassette ``name`` under ``directory``: the existing ``.yaml``, ``.yml`` or
+    cassette ``.json`` file of that name, else a new ``.yaml`` one.
+
     Raises BadRequest for names that would leave the directory (``../x``, ``/etc/x``, through a
     symbolic link), that the loader would not find again (hidden parts, an extension) or that
-    are too long for the file system; NotWritable when the file system refuses to look; and
-    Conflict for a body that is not JSON when the cassette is a ``.json`` file: written there,
-    the loader would pass it over, and written beside it, two files would claim the name.
+    are too long for the file system; NotWritable when the file system refuses to look.
     A ``.json`` file that is not a cassette (``package.json``) is passed over, as the loader does.
     """
     problem = name_problem(name)
@@ -46,12 +62,6 @@ def cassette_file(directory: Path, name: str, body: bytes) -> Path:
         raise not_writable(candidates[0], error) from None
     if not inside:
         raise BadRequest(f"cassette name {name!r} leads outside {directory} (through a symbolic link); {_NAME_HELP}")
-    if target.suffix == ".json" and not (looks_like_json(body) and holds_json_cassette_mark(body)):
-        raise Conflict(
-            f"cassette '{name}' is stored as JSON in {target} and this body is not JSON: the file would no longer "
-            "load as a cassette (a .json file counts only when it holds JSON with an \"interactions\" key). "
-            f"Nothing was written. PUT the cassette as JSON, or delete {target} first to store it as YAML."
-        )
     return target
 
 
@@ -80,9 +90,13 @@ def name_problem(name: str) -> str | None:
 def write_whole(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a hidden temporary file and an atomic rename.
 
-    A replaced file keeps its permissions; a new one is made readable by everyone, like a file
-    an editor would write. Missing parent directories are created. Raises NotWritable, saying
-    why and what to change, when the file system refuses; ``path`` is then left as it was.
+    The file's data is flushed to disk before the rename and the directory entry after it, so
+    once this returns the new file survives a crash or a power cut; before, the old file (or
+    none) is there, never part of the new one. A leftover temporary file is hidden, so the
+    loader passes it over. A replaced file keeps its permissions; a new one is made readable by
+    everyone, like a file an editor would write. Missing parent directories are created. Raises
+    NotWritable, saying why and what to change, when the file system refuses; ``path`` is then
+    left as it was.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,13 +107,31 @@ def write_whole(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
         os.chmod(temporary, mode)
         os.replace(temporary, path)
+        _sync_directory(path.parent)
     except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
         if isinstance(error, OSError):
             raise not_writable(path, error) from None
         raise
+
+
+def _sync_directory(directory: Path) -> None:
+    """Flush a directory entry (a rename) to disk; where directories cannot be opened (Windows),
+    the rename is as durable as the system makes it."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:  # some file systems refuse fsync on a directory; the rename is done
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def not_writable(path: Path, error: OSError) -> NotWritable:

@@ -16,7 +16,9 @@ import httpx
 import pytest
 
 from server import create_app
-from server.cli import main
+from server.cli import build_parser, main, resolve_settings
+from server.record import RecordMode
+from server.record.upstreams import parse_route
 from server.settings import Settings
 
 from .conftest import BUNDLED, ROOT, interaction
@@ -126,8 +128,57 @@ def test_bad_values_are_usage_errors() -> None:
 def test_help_shows_every_environment_variable() -> None:
     result = run("serve", "--help")
     for name in ("PATHS", "HOST", "PORT", "SPEED", "EVENT_INTERVAL", "EXHAUSTED", "IGNORE_FIELDS", "MATCH_HEADERS",
-                 "EXACT_BODY", "STRICT", "JOURNAL_SIZE", "WATCH", "ADMIN_TOKEN", "MAX_CASSETTE_SIZE", "LOG_LEVEL"):
+                 "EXACT_BODY", "STRICT", "JOURNAL_SIZE", "WATCH", "ADMIN_TOKEN", "MAX_CASSETTE_SIZE", "LOG_LEVEL",
+                 "RECORD", "UPSTREAM", "OUT", "CASSETTE", "FORMAT", "KEEP_HEADERS", "RECORD_ERRORS", "UPSTREAM_TIMEOUT"):
         assert f"CASSETTE_SERVER_{name}" in result.stdout
+    recording = run("record", "--help")
+    assert "--upstream" in recording.stdout and "--speed" not in recording.stdout and "PATH ..." not in recording.stdout
+
+
+def settings_of(*argv: str, environ: dict[str, str] | None = None) -> Settings:
+    return resolve_settings(build_parser().parse_args(argv), environ or {})
+
+
+def test_the_record_modes_are_spelled_by_commands_flags_and_one_variable() -> None:
+    assert settings_of("serve").record is RecordMode.OFF
+    assert settings_of("serve", "--record-on-miss").record is RecordMode.MISS
+    assert settings_of("record").record is RecordMode.ALL
+    assert settings_of("serve", environ={"CASSETTE_SERVER_RECORD": "all"}).record is RecordMode.ALL
+    assert settings_of("record", environ={"CASSETTE_SERVER_RECORD": "off"}).record is RecordMode.ALL
+    with pytest.raises(ValueError, match="CASSETTE_SERVER_RECORD='sometimes': expected one of off, miss, all"):
+        settings_of("serve", environ={"CASSETTE_SERVER_RECORD": "sometimes"})
+
+
+def test_recording_options_from_flags_and_the_environment() -> None:
+    flags = settings_of("record", "--upstream", "http://127.0.0.1:11434", "--upstream", "/v1/messages=https://a.test",
+                        "--out", "recorded", "--cassette", "team/chat", "--format", "vcrpy", "--keep-header",
+                        "X-Stainless-OS", "--record-errors", "--upstream-timeout", "30")
+    assert flags.upstream == (parse_route("http://127.0.0.1:11434"), parse_route("/v1/messages=https://a.test"))
+    assert (flags.out, flags.cassette, flags.format, flags.keep_headers, flags.record_errors, flags.upstream_timeout) \
+        == (Path("recorded"), "team/chat", "vcrpy", ("x-stainless-os",), True, 30.0)
+    env = settings_of("serve", environ={"CASSETTE_SERVER_UPSTREAM": "http://a.test, /v1/messages=http://b.test",
+                                        "CASSETTE_SERVER_KEEP_HEADERS": "x-one,x-two"})
+    assert env.upstream == (parse_route("http://a.test"), parse_route("/v1/messages=http://b.test"))
+    assert env.keep_headers == ("x-one", "x-two")
+
+
+def test_recording_directory_defaults_to_the_first_cassette_directory(tmp_path: Path) -> None:
+    assert Settings(paths=(tmp_path / "a.yaml", tmp_path / "new", tmp_path)).recording_directory() == tmp_path / "new"
+    assert Settings(paths=(tmp_path / "a.yaml",), out=tmp_path / "o").recording_directory() == tmp_path / "o"
+    assert Settings(paths=(BUNDLED / "weather.yaml",)).recording_directory() == Path("cassettes")
+
+
+def test_bad_recording_options_are_usage_errors(tmp_path: Path) -> None:
+    secret = run("record", "--keep-header", "Authorization")
+    assert secret.returncode == 2 and "never recorded" in secret.stderr
+    upstream = run("record", "--upstream", "https://api.openai.com/v1")
+    assert upstream.returncode == 2 and "without a path" in upstream.stderr
+    name = run("record", "--cassette", "../out")
+    assert name.returncode == 2 and "cassette name '../out'" in name.stderr
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    unwritable = run("record", "--out", str(blocked), "--port", str(free_port()))
+    assert unwritable.returncode == 2 and f"cannot record into {blocked}" in unwritable.stderr
 
 
 def test_no_command_prints_help() -> None:

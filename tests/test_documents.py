@@ -1,4 +1,5 @@
-"""Cassette text → data: line numbers, and what parsing costs."""
+"""Cassette text → data: line numbers, and what parsing costs; data → text (for the recorder), read
+back as the same data."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import json
 import time
 from pathlib import Path
 
-from server.documents import parse_document
+import pytest
+
+from server.documents import dump_document, parse_document
 from server.loader import load_file
 
 
@@ -54,3 +57,34 @@ def _seconds(work) -> float:
     started = time.perf_counter()
     work()
     return time.perf_counter() - started
+
+
+TEXTS = ["", "plain", "a\nb\n", "data: x\r\n\r\n", "  leading\nx", "trailing \nx", "x\n\n\n", "\n", "tab\there\n",
+         "é\u2028x\n", "\u2029", "\x00\x01\x7f\n", "\ufeffbom\n", "a\x85b\n", "---\n", "...\n", "# hash\n- dash\n",
+         "😀 emoji\n", "x\n ", "yes", "0o17", "1e3", "null", "~", "'quoted'", '"double"', "key: value",
+         "x" * 5000 + " " + "y" * 5000]
+
+
+def test_text_reads_back_exactly_and_multi_line_text_is_a_block() -> None:
+    data = {"version": 2, "interactions": [{"body": text, "offsets": [0.0, 1e-06, 0.187412]} for text in TEXTS]}
+    written = dump_document(data, explicit_start=True)
+    assert parse_document(written, file="t").data == data
+    assert written.startswith(b"---\n") and b"body: |\n    a\n    b\n" in written
+    assert b"offsets: [0.0, 1.0e-06, 0.187412]" in written
+    assert all(len(line) < 11_000 for line in written.splitlines())  # the long line is not folded
+
+
+def test_bytes_are_binary_in_yaml_and_refused_in_json() -> None:
+    data = {"interactions": [{"body": b"\xff\x00\x80"}], "version": 1}
+    assert parse_document(dump_document(data), file="t").data == data
+    with pytest.raises(ValueError, match="binary body needs a YAML cassette"):
+        dump_document(data, syntax="json")
+
+
+def test_json_is_written_as_vcrpys_json_serializer_writes_it() -> None:
+    data = {"interactions": [{"body": "caf\u00e9"}], "version": 1}
+    written = dump_document(data, syntax="json")
+    assert written == b'{\n    "interactions": [\n        {\n            "body": "caf\\u00e9"\n        }\n    ],\n' \
+                      b'    "version": 1\n}\n'
+    document = parse_document(written, file="t")
+    assert document.data == data and document.syntax == "json"

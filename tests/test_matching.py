@@ -118,3 +118,11 @@ def test_urlencoded_bodies_match_in_any_order_json_labelled_urlencoded_still_by_
     assert RULES.key("POST", "/token", "", form, b"b=2&a=1") == RULES.key("POST", "/token", "", form, b"a=1&b=2")
     curl = RULES.key("POST", "/v1/chat", "", form, b'{"model": "m", "n": 1.0}')  # curl -d '{…}' says urlencoded
     assert curl == RULES.key("POST", "/v1/chat", "", {}.get, b'{"n":1,"model":"m"}')
+
+
+def test_matching_ignores_the_value_of_credential_parameters() -> None:
+    rules = MatchRules()
+    recorded = rules.key("POST", "/v1beta/models/m:generateContent", "alt=sse&key=REDACTED", lambda _: None, b"{}")
+    sent = rules.key("POST", "/v1beta/models/m:generateContent", "key=AIza-real&alt=sse", lambda _: None, b"{}")
+    other = rules.key("POST", "/v1beta/models/m:generateContent", "key=AIza-real&alt=json", lambda _: None, b"{}")
+    assert recorded == sent and recorded != other

@@ -1,7 +1,9 @@
-"""Cassette formats: parsed document → Cassette.
+"""Cassette formats: parsed document → Cassette, and (for recording) Exchange → document data.
 
 Each format is one module exposing ``NAME``, ``sniff(data) -> bool``, ``describe(data)`` and
-``parse_interaction(raw, position) -> (id, RecordedRequest, RecordedResponse)``. The format is
+``parse_interaction(raw, position) -> (id, RecordedRequest, RecordedResponse)`` to read, and
+``new_document()``, ``next_id(interactions)`` and ``dump_interaction(exchange, id) -> dict`` to
+write. The format is
 chosen from the content, never from the file name (go-vcr and vcrpy both say ``version: 1``;
 go-vcr requests have a ``url``, vcrpy requests a ``uri``).
 """
@@ -15,8 +17,10 @@ from ..documents import Document
 from ..errors import CassetteLoadError, InvalidCassette, UnknownFormat
 from ..models import Cassette, Interaction
 from . import govcr, vcrpy
+from .common import DELIBERATE_REPEAT_FIELD
 
 FORMATS: tuple[ModuleType, ...] = (govcr, vcrpy)
+FORMATS_BY_NAME: dict[str, ModuleType] = {fmt.NAME: fmt for fmt in FORMATS}
 
 
 def detect(data: Any) -> ModuleType | None:
@@ -64,7 +68,8 @@ def parse_cassette(document: Document, *, name: str, file: str) -> Cassette:
         except RecursionError:
             problems.append(CassetteLoadError(f"interaction {position}: nested too deeply", file=file, line=line))
             continue
-        interactions.append(Interaction(name, interaction_id, request, response, file, line))
+        deliberate = isinstance(raw, dict) and raw.get(DELIBERATE_REPEAT_FIELD) is True
+        interactions.append(Interaction(name, interaction_id, request, response, file, line, deliberate))
     if problems:
         raise InvalidCassette(problems)
     interactions.sort(key=lambda interaction: interaction.id)  # stable: file order breaks ties

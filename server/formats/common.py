@@ -15,6 +15,10 @@ from ..models import RecordedRequest
 # headers to each event. go-vcr and vcrpy ignore keys they do not know, so cassettes that carry
 # it still load in both. See README "Timing".
 EVENT_OFFSETS_FIELD = "event_offsets"
+# cassette-server's own optional interaction field, written by the recorder on an interaction
+# whose request it had already recorded in the same run: a deliberate sequence (polling, a
+# retry), which `check` does not report as a duplicate. Both formats' readers ignore it.
+DELIBERATE_REPEAT_FIELD = "deliberate_repeat"
 
 _GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -81,6 +85,15 @@ def body_bytes(value: Any, what: str) -> bytes:
         except UnicodeEncodeError:  # a lone surrogate from a JSON escape (a string cut mid-emoji)
             return value.encode("utf-8", "surrogatepass")
     raise CassetteLoadError(f"{what} must be a string or !!binary, not {type(value).__name__}")
+
+
+def body_text(body: bytes) -> str | bytes:
+    """A body as the writers store it: text when it is UTF-8 (readable, and what both formats'
+    own recorders write), else the bytes themselves (``!!binary`` in YAML)."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body
 
 
 def header_pairs(value: Any, what: str) -> list[tuple[str, str]]:

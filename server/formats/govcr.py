@@ -15,12 +15,25 @@ body's first bytes look like (without the flag, responses.build_response checks 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+from functools import cmp_to_key
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import CassetteLoadError
-from ..models import RecordedRequest, RecordedResponse
+from ..models import Exchange, RecordedRequest, RecordedResponse
 from ..responses import build_response
-from .common import body_bytes, header_pairs, parse_event_offsets, parse_go_duration, recorded_request, require_mapping
+from .common import (
+    EVENT_OFFSETS_FIELD,
+    body_bytes,
+    body_text,
+    header_pairs,
+    parse_event_offsets,
+    parse_go_duration,
+    recorded_request,
+    require_mapping,
+)
 
 NAME = "go-vcr"
 
@@ -88,3 +101,159 @@ def _status(response: dict[str, Any]) -> tuple[int, str | None]:
     if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
         raise CassetteLoadError(f"response.code must be an HTTP status (100-599), not {code!r}")
     return code, reason
+
+
+def new_document() -> dict[str, Any]:
+    return {"version": 2, "interactions": []}
+
+
+def next_id(interactions: Iterable[Any]) -> int:
+    """One more than the largest id (go-vcr numbers interactions from 0)."""
+    ids = [item.get("id") for item in interactions if isinstance(item, dict)]
+    return max((i for i in ids if isinstance(i, int) and not isinstance(i, bool)), default=-1) + 1
+
+
+def dump_interaction(exchange: Exchange, interaction_id: int) -> dict[str, Any]:
+    """One interaction as go-vcr's ``cassette.Interaction`` marshals it (fields in struct order)."""
+    request: dict[str, Any] = {**_proto(exchange.request_proto), "content_length": len(exchange.request_body),
+                               "host": ""}  # Go clients leave Request.Host empty: the URL's host is used
+    if exchange.request_body:
+        request["body"] = body_text(exchange.request_body)
+    form = _form(exchange)
+    if form:
+        request["form"] = form
+    if exchange.request_headers:
+        request["headers"] = header_map(exchange.request_headers)
+    request["url"] = exchange.url
+    request["method"] = exchange.method
+
+    response: dict[str, Any] = _proto(exchange.response_proto)
+    if exchange.chunked:
+        response["transfer_encoding"] = ["chunked"]
+    response["content_length"] = -1 if exchange.content_length is None else exchange.content_length
+    if exchange.decoded:
+        response["uncompressed"] = True  # Go's transport sets it when it decoded the body
+    response["body"] = body_text(exchange.response_body)
+    response["headers"] = header_map(exchange.response_headers)
+    response["status"] = f"{exchange.status} {exchange.reason}".strip()
+    response["code"] = exchange.status
+    response["duration"] = go_duration(exchange.duration_ns)
+    if exchange.event_offsets is not None:
+        response[EVENT_OFFSETS_FIELD] = list(exchange.event_offsets)
+    return {"id": interaction_id, "request": request, "response": response}
+
+
+def _proto(proto: str) -> dict[str, Any]:
+    match = re.fullmatch(r"HTTP/(\d+)(?:\.(\d+))?", proto)
+    major, minor = (int(match[1]), int(match[2] or 0)) if match else (1, 1)
+    return {"proto": f"HTTP/{major}.{minor}", "proto_major": major, "proto_minor": minor}
+
+
+def _form(exchange: Exchange) -> dict[str, list[str]]:
+    """What Go's ``Request.ParseForm`` gives, which go-vcr records: a urlencoded body's fields,
+    then the URL's query parameters."""
+    pairs: list[tuple[str, str]] = []
+    content_type = next((value for name, value in exchange.request_headers if name.lower() == "content-type"), "")
+    if exchange.method in ("POST", "PUT", "PATCH") and content_type.split(";")[0].strip() == "application/x-www-form-urlencoded":
+        pairs += parse_qsl(exchange.request_body.decode("utf-8", "replace"), keep_blank_values=True)
+    pairs += parse_qsl(urlsplit(exchange.url).query, keep_blank_values=True)
+    form: dict[str, list[str]] = {}
+    for name, value in pairs:
+        form.setdefault(name, []).append(value)
+    return {name: form[name] for name in go_yaml_order(form)}
+
+
+def header_map(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Headers as a Go ``http.Header``: canonical names, repeated ones gathered in order, the
+    names in the order Go's yaml writes map keys."""
+    headers: dict[str, list[str]] = {}
+    for name, value in pairs:
+        headers.setdefault(canonical_header_name(name), []).append(value)
+    return {name: headers[name] for name in go_yaml_order(headers)}
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def canonical_header_name(name: str) -> str:
+    """Go's ``textproto.CanonicalMIMEHeaderKey``: ``content-type`` → ``Content-Type``; a name
+    with a character that is not a token character is left as it is."""
+    if not _TOKEN.fullmatch(name):
+        return name
+    out = []
+    upper = True
+    for char in name:
+        out.append(char.upper() if upper else char.lower())
+        upper = char == "-"
+    return "".join(out)
+
+
+def go_duration(nanoseconds: int) -> str:
+    """A duration as Go's ``time.Duration.String`` prints it: ``2.459145959s``, ``488.971083ms``,
+    ``1m2.5s``, ``1h0m0s``, ``850µs``, ``0s``."""
+    if nanoseconds == 0:
+        return "0s"
+    sign = "-" if nanoseconds < 0 else ""
+    value = abs(nanoseconds)
+    if value < 1_000_000_000:
+        unit, digits = ("ns", 0) if value < 1_000 else ("µs", 3) if value < 1_000_000 else ("ms", 6)
+        return sign + _decimal(value, digits) + unit
+    seconds, fraction = divmod(value, 1_000_000_000)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    text = _decimal(seconds * 1_000_000_000 + fraction, 9) + "s"
+    if hours:
+        return f"{sign}{hours}h{minutes}m{text}"
+    if minutes:
+        return f"{sign}{minutes}m{text}"
+    return sign + text
+
+
+def _decimal(value: int, digits: int) -> str:
+    """``value / 10**digits`` without trailing zeros (nor a point when nothing follows it)."""
+    whole, fraction = divmod(value, 10**digits)
+    decimals = str(fraction).rjust(digits, "0").rstrip("0") if digits else ""
+    return f"{whole}.{decimals}" if decimals else str(whole)
+
+
+def go_yaml_order(keys: Iterable[str]) -> list[str]:
+    """String map keys in the order Go's yaml (v3, v4) writes them: a "natural" order where runs
+    of digits compare as numbers and, at the first difference, a non-letter sorts before a
+    letter (unless it follows a digit)."""
+    return sorted(keys, key=cmp_to_key(lambda a, b: -1 if _go_yaml_less(a, b) else 1 if _go_yaml_less(b, a) else 0))
+
+
+def _go_yaml_less(a: str, b: str) -> bool:
+    digits = False
+    for i in range(min(len(a), len(b))):
+        x, y = a[i], b[i]
+        if x == y:
+            digits = x.isdecimal()
+            continue
+        x_letter, y_letter = x.isalpha(), y.isalpha()
+        if x_letter and y_letter:
+            return x < y
+        if x_letter or y_letter:
+            return x_letter if digits else y_letter
+        a_number = b_number = 0
+        if x == "0" or y == "0":
+            j = i - 1
+            while j >= 0 and a[j].isdecimal():
+                if a[j] != "0":
+                    a_number = b_number = 1
+                    break
+                j -= 1
+        a_end = i
+        while a_end < len(a) and a[a_end].isdecimal():
+            a_number = a_number * 10 + ord(a[a_end]) - 48
+            a_end += 1
+        b_end = i
+        while b_end < len(b) and b[b_end].isdecimal():
+            b_number = b_number * 10 + ord(b[b_end]) - 48
+            b_end += 1
+        if a_number != b_number:
+            return a_number < b_number
+        if a_end != b_end:
+            return a_end < b_end
+        return x < y
+    return len(a) < len(b)

@@ -20,6 +20,10 @@ Bodies are text, ``null`` or ``!!binary``. Untidy variants that real suites carr
 
 vcrpy records no timing: headers go out at once and streamed events follow the default
 pacing, unless the response carries cassette-server's optional ``event_offsets``.
+
+Written (``dump_interaction``) as vcrpy's YAML serializer saves a cassette, so vcrpy itself
+loads and replays the file: keys in sorted order, header names as they came (lower case),
+bodies as text, or ``!!binary`` when they are not UTF-8.
 """
 
 from __future__ import annotations
@@ -27,12 +31,21 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from ..errors import CassetteLoadError
-from ..models import RecordedRequest, RecordedResponse
+from ..models import Exchange, RecordedRequest, RecordedResponse
 from ..responses import build_response
-from .common import body_bytes, header_pairs, parse_event_offsets, recorded_request, require_mapping
+from .common import (
+    EVENT_OFFSETS_FIELD,
+    body_bytes,
+    body_text,
+    header_pairs,
+    parse_event_offsets,
+    recorded_request,
+    require_mapping,
+)
 
 NAME = "vcrpy"
 PARSED_BODY_FIELD = "parsed_body"  # pydantic-ai's JSON-as-YAML body
@@ -153,3 +166,37 @@ def _status(response: dict[str, Any]) -> tuple[int, str | None]:
     if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
         raise CassetteLoadError(f"response.status.code must be an HTTP status (100-599), not {code!r}")
     return code, reason
+
+
+def new_document() -> dict[str, Any]:
+    return {"interactions": [], "version": 1}  # vcrpy's serializer sorts keys
+
+
+def next_id(interactions: Iterable[Any]) -> int:
+    """vcrpy interactions are numbered by position."""
+    return len(list(interactions))
+
+
+def dump_interaction(exchange: Exchange, interaction_id: int) -> dict[str, Any]:
+    """One interaction as vcrpy saves it (``interaction_id`` is its position: vcrpy keeps none)."""
+    request_headers: dict[str, list[str]] = {}
+    for name, value in exchange.request_headers:  # vcrpy keeps one value per request header
+        values = request_headers.setdefault(name, [])
+        values[:] = [f"{values[0]}, {value}"] if values else [value]
+    response_headers: dict[str, list[str]] = {}
+    for name, value in exchange.response_headers:
+        response_headers.setdefault(name, []).append(value)
+    response: dict[str, Any] = {"body": {"string": body_text(exchange.response_body)}}
+    if exchange.event_offsets is not None:
+        response[EVENT_OFFSETS_FIELD] = list(exchange.event_offsets)
+    response["headers"] = dict(sorted(response_headers.items()))
+    response["status"] = {"code": exchange.status, "message": exchange.reason}
+    return {
+        "request": {
+            "body": body_text(exchange.request_body),
+            "headers": dict(sorted(request_headers.items())),
+            "method": exchange.method,
+            "uri": exchange.url,
+        },
+        "response": response,
+    }

@@ -3,7 +3,9 @@
 Recorded requests are normalised once at load time, incoming requests once per request, with
 the same function, so that two requests match exactly when their keys are equal:
 
-- method: upper case;  path: percent-decoded;  query: decoded pairs, sorted;
+- method: upper case;  path: percent-decoded;  query: decoded pairs, sorted, the value of a
+  credential parameter (``key=``, ``api_key=``, …) replaced by REDACTED, so that a recording
+  made with the key redacted matches a request sent with a real one;
 - body: JSON compared by value (key order, whitespace, ``\\u00e9`` vs ``é``, ``1`` vs ``1.0``
   and CRLF vs LF inside strings do not matter; ignored fields are removed first); multipart
   and urlencoded forms (by the request's Content-Type) by their parts or sorted fields
@@ -25,6 +27,7 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 
+from ..credentials import REDACTED, is_credential_parameter
 from .fieldpath import FieldPath, parse_field_path, remove_field
 from .forms import Form, read_form
 
@@ -112,10 +115,12 @@ def normalise_path(raw_path: str) -> str:
 
 
 def normalise_query(query: str) -> tuple[tuple[str, str], ...]:
-    """Decoded (name, value) pairs in a canonical order; blank values are kept."""
+    """Decoded (name, value) pairs in a canonical order; blank values are kept; credentials are
+    REDACTED on both sides (recordings never hold them, and they must not decide a match)."""
     if not query:
         return ()
-    return tuple(sorted(parse_qsl(query, keep_blank_values=True)))
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return tuple(sorted((name, REDACTED) if is_credential_parameter(name) else (name, value) for name, value in pairs))
 
 
 class NonFinite(float):
