@@ -64,9 +64,10 @@ class Kind(str, enum.Enum):
         return self in _ANSWERING
 
     @property
-    def replaces(self) -> bool:
-        """Whether nothing recorded is sent at all."""
-        return self in _ANSWERING or self is Kind.DISCONNECT
+    def cuts_short(self) -> bool:
+        """Whether the recorded answer never reaches the client whole (an error instead, no
+        answer, or a cut), whatever the client does."""
+        return self not in (Kind.STALL, Kind.DELAY)
 
 
 _ANSWERING = frozenset({Kind.RATE_LIMIT, Kind.SERVER_ERROR, Kind.OVERLOADED, Kind.STATUS})
