@@ -18,6 +18,7 @@ from typing import Any
 from .matching.index import Exhausted
 from .matching.keys import MatchRules
 from .matching.sessions import DEFAULT_MAX_SESSIONS
+from .replay.faults import RuleSpec, load_rules_file, parse_spec
 from .replay.pacing import parse_speed
 
 ENV_PREFIX = "CASSETTE_SERVER_"
@@ -191,6 +192,22 @@ class Settings:
         Option("--log-level", "log verbosity", _log_level, "{" + ",".join(LOG_LEVELS) + "}"),
         "info",
     )
+    faults: tuple[RuleSpec, ...] = _option(
+        Option("--fault", "a fault rule held from startup, as 'KIND; name=value; ...', e.g. "
+               "'rate_limit; times=1; path=/v1/chat/*' (repeatable; the variable separates rules with commas)",
+               parse_spec, "SPEC", repeatable=True),
+        (),
+    )
+    faults_file: Path | None = _option(
+        Option("--faults-file", "a JSON or YAML list of fault rules held from startup (after the --fault ones)",
+               Path, "FILE"),
+        None,
+    )
+
+    def startup_faults(self) -> tuple[RuleSpec, ...]:
+        """The fault rules from --fault, then the faults file (read now). Raises ValueError."""
+        from_file = load_rules_file(self.faults_file) if self.faults_file is not None else ()
+        return (*self.faults, *from_file)
 
     def match_rules(self) -> MatchRules:
         return MatchRules.build(
@@ -218,6 +235,7 @@ class Settings:
             values[item.name] = value
         settings = cls(**values)
         settings.match_rules()  # validates the field paths now, not at the first request
+        settings.startup_faults()  # and the faults file
         return settings
 
 
@@ -230,7 +248,7 @@ def _from_env(name: str, option: Option, raw: str) -> Any:
         if name == "paths":
             return tuple(Path(part) for part in raw.split(os.pathsep) if part)
         if option.repeatable:
-            return tuple(part.strip() for part in raw.split(",") if part.strip())
+            return tuple(option.parse(part.strip()) for part in raw.split(",") if part.strip())
         return option.parse(raw)
     except ValueError as error:
         raise ValueError(f"{env_name}={raw!r}: {error}") from None
