@@ -255,3 +255,38 @@ def test_the_journal_shows_each_fault_beside_its_request(url: str) -> None:
         ("weather#0", 200, "complete", None),
         ("weather#0", 429, "replaced_by_fault", {"kind": "rate_limit", "rule": rule["id"]}),
     ]
+
+
+# --- what the rest of the kinds raise ---------------------------------------------------------
+
+
+def test_openai_truncated_body_and_delay(url: str) -> None:
+    truncated = openai.OpenAI(base_url=f"{url}/v1", api_key="test", max_retries=0,
+                              default_headers={"X-Replay-Fault": "truncate; after_bytes=20"})
+    with truncated, pytest.raises(openai.APIConnectionError):
+        truncated.chat.completions.create(**HAIKU)
+    delayed = openai.OpenAI(base_url=f"{url}/v1", api_key="test", max_retries=0, timeout=httpx2.Timeout(5, read=0.3),
+                            default_headers={"X-Replay-Fault": "delay; seconds=2"})
+    with delayed, pytest.raises(openai.APITimeoutError):
+        delayed.chat.completions.create(**HAIKU)
+
+
+def test_anthropic_disconnect(url: str) -> None:
+    with anthropic.Anthropic(base_url=url, api_key="test", max_retries=0,
+                             default_headers={"X-Replay-Fault": "disconnect"}) as client:
+        with pytest.raises(anthropic.APIConnectionError):
+            client.messages.create(**PORTUGUESE, stream=True)
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("disconnect", "Server disconnected without sending a response"),
+    ("cut_stream; after_events=1", "incomplete chunked read"),
+])
+def test_gemini_connection_faults_reach_it_as_httpx_errors(url: str, spec: str, words: str) -> None:
+    options = genai_types.HttpOptions(base_url=url, api_version="v1beta", headers={"X-Replay-Fault": spec})
+    received = []
+    with genai.Client(api_key="test", http_options=options) as client, \
+            pytest.raises(httpx2.RemoteProtocolError, match=words):
+        for chunk in client.models.generate_content_stream(model="gemini-2.5-flash", contents="Say hi in Portuguese"):
+            received.append(chunk.text)
+    assert received == (["Olá"] if spec.startswith("cut_stream") else [])
