@@ -345,7 +345,7 @@ def test_rules_are_bounded(cassette_dir, serve) -> None:
         refused = client.post(url + "/__admin/faults", json={"kind": "server_error"})
         assert refused.status_code == 409 and "2 fault rules already" in refused.json()["error"]["message"]
         big = client.post(url + "/__admin/faults", content=b'{"kind": "server_error", "path": "' + b"x" * 70_000 + b'"}')
-        assert big.status_code == 413
+        assert big.status_code == 413 and "a fault rule is at most 64 KiB" in big.json()["error"]["message"]
 
 
 def test_reset_clears_rules_all_or_per_session(write_cassette, cassette_dir, serve) -> None:

@@ -194,6 +194,14 @@ def test_anthropic_retries_an_overload_and_gets_the_recorded_answer(url: str) ->
     assert len(sent) == 3
 
 
+@pytest.mark.parametrize("status, exception", [(404, anthropic.NotFoundError), (418, anthropic.APIStatusError)])
+def test_anthropic_typed_errors(url: str, status: int, exception: type) -> None:
+    add(url, kind="status", status=status)
+    with anthropic.Anthropic(base_url=url, api_key="test", max_retries=0) as client, pytest.raises(exception) as raised:
+        client.messages.create(**PORTUGUESE, stream=True)
+    assert raised.value.status_code == status
+
+
 def test_anthropic_rate_limit(url: str) -> None:
     add(url, kind="rate_limit", retry_after=7)
     with anthropic.Anthropic(base_url=url, api_key="test", max_retries=0) as client:

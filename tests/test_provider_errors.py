@@ -29,6 +29,8 @@ GEMINI = "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-fla
     ("/v1beta/models", "http://localhost/v1beta/models", Provider.GEMINI),
     ("/api/v1/chat/completions", "https://openrouter.ai/api/v1/chat/completions", Provider.OPENAI),
     ("/v1/embeddings", "http://127.0.0.1/v1/embeddings", Provider.OPENAI),
+    ("/openai/v1/messages", "https://api.groq.com/openai/v1/messages", Provider.OPENAI),  # a known host wins
+    ("/v1/messages", "https://api.openai.com/v1/messages", Provider.OPENAI),
 ])
 def test_provider_for(path: str, url: str, provider: Provider) -> None:
     assert provider_for(path, url) is provider

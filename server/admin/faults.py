@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, NotFound, TooLarge
 from ..replay.faults import FILTERS, PARAMETERS, FaultRuleError, Kind, TooManyRules, parse_rule
 from ..service import CassetteService
 from .guards import read_limited
@@ -52,7 +52,10 @@ def add_fault_routes(admin: FastAPI, service: CassetteService) -> None:
         "requestBody": {"required": True, "content": {"application/json": {"schema": _RULE_SCHEMA}}}})
     async def add_fault(request: Request) -> JSONResponse:
         """Add a fault rule (JSON: ``kind``, its parameters, filters) → 201 and the rule with its id."""
-        body = await read_limited(request, MAX_RULE_BODY)
+        try:
+            body = await read_limited(request, MAX_RULE_BODY)
+        except TooLarge:
+            raise TooLarge(f"POST {FAULTS_PATH}: a fault rule is at most {MAX_RULE_BODY // 1024} KiB of JSON") from None
         try:
             data = json.loads(body)
         except ValueError as error:

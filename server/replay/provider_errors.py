@@ -43,14 +43,19 @@ class Provider(str, enum.Enum):
 # Gemini's own methods are path suffixes after a colon: models/NAME:generateContent.
 _GEMINI_METHOD = re.compile(r"/models/[^/]+:[A-Za-z]+$")
 _GOOGLE_VERSION = re.compile(r"^/v1(?:alpha|beta)\d*/")
-_HOST_PROVIDERS = {"anthropic": Provider.ANTHROPIC, "gemini": Provider.GEMINI, "vertex-ai": Provider.GEMINI}
+# catalog.provider_of's names → shapes; the OpenAI-compatible providers answer in OpenAI's.
+_HOST_PROVIDERS = {
+    "anthropic": Provider.ANTHROPIC, "gemini": Provider.GEMINI, "vertex-ai": Provider.GEMINI,
+    **{name: Provider.OPENAI for name in ("openai", "azure-openai", "groq", "openrouter", "mistral", "deepseek", "xai",
+                                          "together")},
+}
 
 
 def provider_for(path: str, recorded_url: str) -> Provider:
     """The provider whose error shape a request expects: a Gemini method in the path, an
     OpenAI-compatible route (``…/openai/…``, which Gemini and Groq serve), else the recorded
-    host, else the path (``…/messages`` is Anthropic's, ``/v1beta/…`` Google's); OpenAI's by
-    default."""
+    host when it is a known provider's, else the path (``…/messages`` is Anthropic's,
+    ``/v1beta/…`` Google's); OpenAI's by default."""
     if _GEMINI_METHOD.search(path):
         return Provider.GEMINI
     if "/openai/" in path:
