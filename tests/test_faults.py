@@ -236,6 +236,15 @@ def test_an_unseeded_probability_gets_a_seed_that_is_shown() -> None:
     assert isinstance(added.seed, int) and added.to_json()["seed"] == added.seed
 
 
+def test_an_unseeded_startup_rule_keeps_its_seed_across_resets() -> None:
+    faults = Faults([rule(kind="server_error", probability=0.5)])
+    seed = faults.rules()[0].seed
+    first = [pick(faults) is not None for _ in range(30)]
+    faults.clear()
+    faults.reset()
+    assert faults.rules()[0].seed == seed and [pick(faults) is not None for _ in range(30)] == first
+
+
 def test_listing() -> None:
     faults = Faults([rule(kind="cut_stream", after_events=3, times=1)])
     faults.add(rule(kind="status", status=503, path="/v1/*"))

@@ -328,6 +328,9 @@ def test_add_list_remove(write_cassette, cassette_dir, serve) -> None:
     ('[1, 2]', "a fault rule is a JSON object"),
     ('{"kind": ', "the body is not JSON"),
     ('{"kind": "rate_limit", "times": 1e400}', "times: must be a whole number"),
+    ('{"kind": ["rate_limit"]}', "kind: ['rate_limit'] is not a fault kind"),
+    ('{"kind": "rate_limit", "retry_after": NaN}', "retry_after: must be a number, not nan"),
+    ("[" * 30_000 + "]" * 30_000, "the body is not JSON"),
 ])
 def test_bad_rules_are_400s_naming_the_field(write_cassette, cassette_dir, serve, body, words) -> None:
     url, _ = serve(cassette_dir)

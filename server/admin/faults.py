@@ -58,7 +58,7 @@ def add_fault_routes(admin: FastAPI, service: CassetteService) -> None:
             raise TooLarge(f"POST {FAULTS_PATH}: a fault rule is at most {MAX_RULE_BODY // 1024} KiB of JSON") from None
         try:
             data = json.loads(body)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:  # RecursionError: nested too deeply to be a rule
             raise BadRequest(f"POST {FAULTS_PATH}: the body is not JSON ({error}); send a rule such as "
                              '{"kind": "rate_limit", "times": 1}') from None
         try:

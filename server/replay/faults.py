@@ -417,11 +417,12 @@ class Faults:
     def __init__(self, startup: Sequence[RuleSpec] = (), *, limit: int = MAX_RULES) -> None:
         self.limit = limit
         self._lock = threading.Lock()  # replay picks on the event loop; a test may add rules from its thread
-        self._startup = tuple(startup)
-        self._rules: dict[str, FaultRule] = {}
-        self._numbers = len(self._startup)  # ids f1… are the startup rules', always
+        # ids f1… are the startup rules', always; kept (with any seed chosen for them) to be re-armed
+        self._startup = [FaultRule(spec, number, startup=True) for number, spec in enumerate(startup, 1)]
+        self._rules: dict[str, FaultRule] = {rule.id: rule for rule in self._startup}
+        self._numbers = len(self._startup)
         self.active = False
-        self._restore_startup(lambda spec: True)
+        self._update()
 
     def add(self, spec: RuleSpec) -> FaultRule:
         with self._lock:
@@ -455,17 +456,17 @@ class Faults:
         """Back to how the server started: rules added since are removed, startup rules are
         re-armed (not fired, draws from the start). With ``session``, only the rules filtered
         on that session."""
-        with self._lock:
-            for rule_id in [i for i, rule in self._rules.items() if session is None or rule.spec.filters.session == session]:
-                del self._rules[rule_id]
-            self._restore_startup(lambda spec: session is None or spec.filters.session == session)
+        def concerned(rule: FaultRule) -> bool:
+            return session is None or rule.spec.filters.session == session
 
-    def _restore_startup(self, wanted: Any) -> None:
-        for number, spec in enumerate(self._startup, 1):
-            if wanted(spec):
-                self._rules[f"f{number}"] = FaultRule(spec, number, startup=True)
-        self._rules = dict(sorted(self._rules.items(), key=lambda item: item[1].number))
-        self._update()
+        with self._lock:
+            kept = [rule for rule in self._rules.values() if not concerned(rule)]
+            for rule in self._startup:
+                if concerned(rule):
+                    rule.rearm()
+                    kept.append(rule)
+            self._rules = {rule.id: rule for rule in sorted(kept, key=lambda rule: rule.number)}
+            self._update()
 
     def pick(self, *, session: str, method: str, path: str, interaction: Interaction,
              header: Fault | None = None) -> Fired | None:
