@@ -9,6 +9,7 @@ Per-request controls (all optional):
     X-Cassette: NAME             only consider cassette NAME (or the URL prefix /__cassette/NAME/)
     X-Cassette-Session: ID       keep this client's own place in repeated-request sequences
     X-Replay-Speed: S            override --speed for this request
+    X-Replay-Fault: KIND[; …]    alter this request's answer with a fault (replay/faults.py)
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from .matching.sessions import DEFAULT_SESSION
 from .models import Cassette, Interaction, ReceivedRequest, Recorded
 from .record.recorder import Recorder, prepare_directory
 from .record.scoping import new_cassette_name
+from .replay.faults import Fault, Fired, parse_header
 from .replay.pacing import Pacing, parse_speed
-from .replay.send import Delivery, send_recorded
+from .replay.send import Delivery, send_faulted, send_recorded
 from .service import CassetteService, Match, Unmatched
 from .settings import Settings
 from .watch import watch_lifespan
@@ -48,6 +50,7 @@ SCOPE_PREFIX = "/__cassette/"
 CASSETTE_HEADER = "x-cassette"
 SESSION_HEADER = "x-cassette-session"
 SPEED_HEADER = "x-replay-speed"
+FAULT_HEADER = "x-replay-fault"
 
 
 class CassetteServerApp:
@@ -58,7 +61,7 @@ class CassetteServerApp:
         self.service = service
         self.recorder = _recorder(service) if service.settings.recording else None
         self.admin = create_admin(service, lifespan=_lifespan(service, self.recorder))
-        control = (CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER, CONTENT_TYPE)  # content-type: form bodies
+        control = (CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER, FAULT_HEADER, CONTENT_TYPE)  # content-type: form bodies
         self._wanted_headers = frozenset(name.encode("latin-1") for name in (*control, *service.rules.match_headers))
         # recording forwards and writes request bodies: they are capped; replay reads them whole
         self._body_limit = service.settings.max_cassette_size if self.recorder else None
@@ -91,6 +94,7 @@ class CassetteServerApp:
                 found = None
             else:
                 pacing = self._pacing(headers.get(SPEED_HEADER))
+                header_fault = self._header_fault(headers.get(FAULT_HEADER))
                 found = self.service.match(request, session=session, scope=cassette, index=index)
             if isinstance(found, Unmatched) and recorder is None:
                 # in a thread: explaining compares recordings, and streams in flight must not wait for it
@@ -109,13 +113,24 @@ class CassetteServerApp:
         if not isinstance(found, Match):  # recording: nothing to replay (a miss, or `record`)
             await self._forward(scope, send, request, cassette, session, arrived)
             return
-        delivery = None
+        delivery = fired = None
+        faults = self.service.faults
         try:
-            delivery = await send_recorded(found.interaction.response, pacing, arrived, scope, receive, send)
+            if header_fault is not None or faults.active:  # no rule, no header: one attribute check
+                fired = faults.pick(session=session, method=request.method, path=request.path,
+                                    interaction=found.interaction, header=header_fault)
+            if fired is None:
+                delivery = await send_recorded(found.interaction.response, pacing, arrived, scope, receive, send)
+            else:
+                log.info("Fault %s (rule %s) on %s %s, which matched %s", fired.kind.value, fired.rule, request.method,
+                         scope["path"], found.interaction.label)
+                if fired.kind.cuts_short:  # given back now: a client may retry the moment its connection closes
+                    self.service.give_back(found)
+                delivery = await send_faulted(found.interaction, request.path, fired, pacing, arrived, scope, receive, send)
         finally:
-            if delivery is not None and not delivery.started:
-                self.service.give_back(found)  # nothing was sent: the next request gets this recording
-            self._record(scope, session, arrived, match=found, delivery=delivery)
+            if _gives_back(delivery, fired):
+                self.service.give_back(found)  # the next request gets this recording
+            self._record(scope, session, arrived, match=found, delivery=delivery, fault=fired)
 
     async def _forward(self, scope: Scope, send: Send, request: ReceivedRequest, cassette: str | None, session: str,
                        arrived: float) -> None:
@@ -138,6 +153,7 @@ class CassetteServerApp:
     def _record(
         self, scope: Scope, session: str, arrived: float, *, match: Match | None = None,
         error: HTTPError | None = None, delivery: Delivery | None = None, recorded: Recorded | None = None,
+        fault: Fired | None = None,
     ) -> None:
         """Add the finished request to the journal (one small record; nothing is computed here)."""
         journal = self.service.journal
@@ -154,7 +170,7 @@ class CassetteServerApp:
             method=scope["method"],
             path=scope["path"],
             query=scope["query_string"].decode("latin-1"),
-            status=recorded.status if recorded else _journal_status(interaction, error, outcome),
+            status=recorded.status if recorded else _journal_status(interaction, error, outcome, delivery),
             duration=took,
             interaction=interaction,
             repeated=match.repeated if match else False,
@@ -162,7 +178,8 @@ class CassetteServerApp:
             error=error,
             outcome=outcome,
             pieces_sent=delivery.pieces if delivery else None,
-            pieces_total=len(interaction.response.chunks) if match else None,
+            pieces_total=len(interaction.response.chunks) if interaction else None,
+            fault=fault,
             recorded=recorded,
         ))
 
@@ -175,20 +192,47 @@ class CassetteServerApp:
             raise BadRequest(f"{SPEED_HEADER}: {error}") from None
         return Pacing(speed, self.service.pacing.event_interval)
 
+    @staticmethod
+    def _header_fault(text: str | None) -> Fault | None:
+        if text is None:
+            return None
+        try:
+            return parse_header(text)
+        except ValueError as error:
+            raise BadRequest(f"{FAULT_HEADER}: {error}") from None
+
 
 # nginx's "client closed request": the client left before the recorded headers were due.
 CLIENT_CLOSED_REQUEST = 499
 
 
+def _gives_back(delivery: Delivery | None, fired: Fired | None) -> bool:
+    """Whether the taken recording goes back to its session, to be the next one served, once the
+    answer is over: when nothing of it was sent (the client left during the header delay), and
+    when a client gave up on a stall or a delay. A fault that cuts the answer short (an error
+    instead, no answer, a cut) gave it back before sending."""
+    if fired is not None:
+        return not fired.kind.cuts_short and (delivery is None or not delivery.complete)
+    return delivery is not None and not delivery.started
+
+
 def _outcome(delivery: Delivery | None) -> Outcome:
     if delivery is None:
         return Outcome.INTERRUPTED
+    if delivery.replaced_by is not None:
+        return Outcome.REPLACED_BY_FAULT
+    if delivery.cut:
+        return Outcome.CUT_BY_FAULT
     if not delivery.started:
         return Outcome.CLIENT_LEFT_BEFORE_HEADERS
     return Outcome.COMPLETE if delivery.complete else Outcome.CLIENT_LEFT_MID_STREAM
 
 
-def _journal_status(interaction: Interaction | None, error: HTTPError | None, outcome: Outcome | None) -> int:
+def _journal_status(
+    interaction: Interaction | None, error: HTTPError | None, outcome: Outcome | None, delivery: Delivery | None
+) -> int:
+    if delivery is not None and delivery.replaced_by is not None:
+        return delivery.replaced_by  # what a fault answered instead (444: nothing)
     if outcome is Outcome.CLIENT_LEFT_BEFORE_HEADERS:
         return CLIENT_CLOSED_REQUEST
     if interaction is not None:
@@ -221,7 +265,7 @@ def _recorder(service: CassetteService) -> Recorder:
         service.swap_in(cassette, served=(session, scope))
 
     return Recorder(service.settings, rules=service.rules, loaded_file=loaded_file, publish=publish,
-                    control_headers=(CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER))
+                    control_headers=(CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER, FAULT_HEADER))
 
 
 def _lifespan(service: CassetteService, recorder: Recorder | None) -> Callable[[Any], AbstractAsyncContextManager[None]]:

@@ -13,11 +13,14 @@ import enum
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import CassetteMiss, HTTPError
 from .matching.nearmiss import NearMiss
 from .models import Interaction, Recorded
+
+if TYPE_CHECKING:
+    from .replay.faults import Fired
 
 
 class Outcome(str, enum.Enum):
@@ -27,6 +30,8 @@ class Outcome(str, enum.Enum):
     CLIENT_LEFT_BEFORE_HEADERS = "client_left_before_headers"  # nothing sent (status 499); the recording was given back
     CLIENT_LEFT_MID_STREAM = "client_left_mid_stream"  # the recorded status went out, not every piece
     INTERRUPTED = "interrupted"  # the server stopped sending (shutting down, or an error in the log)
+    REPLACED_BY_FAULT = "replaced_by_fault"  # a fault answered (or closed) instead; the recording was given back
+    CUT_BY_FAULT = "cut_by_fault"  # a fault closed the connection mid-answer; the recording was given back
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs ~1 µs more on every request
@@ -49,6 +54,7 @@ class JournalEntry:
     pieces_sent: int | None = None  # body pieces (events, frames, or the whole body) sent
     pieces_total: int | None = None  # body pieces recorded
     recorded: Recorded | None = None  # forwarded upstream (record modes): what was recorded, or why not
+    fault: Fired | None = None  # the fault that fired on this request, and its rule
 
     @property
     def matched(self) -> bool:
@@ -81,6 +87,7 @@ class JournalEntry:
             "pieces_sent": self.pieces_sent,
             "pieces_total": self.pieces_total,
             "recorded": self.recorded.to_json() if self.recorded else None,
+            "fault": self.fault.to_json() if self.fault else None,
         }
         if near_misses:
             data["near_misses"] = [near.to_json() for near in self.near_misses]

@@ -22,6 +22,7 @@ from .matching.nearmiss import NearMiss, near_misses, render_difference
 from .matching.relaxations import RELAXATION_NAMES, RelaxedFind
 from .matching.sessions import DEFAULT_SESSION, Recording, Sessions
 from .models import Cassette, Interaction, ReceivedRequest
+from .replay.faults import Faults
 from .replay.pacing import Pacing
 from .settings import Settings
 from .storage import cassette_file, write_whole
@@ -91,6 +92,7 @@ class CassetteService:
         self.sessions = Sessions(settings.max_sessions)  # outlives every index: positions survive reloads
         self.loaded = Loaded(LoadResult(), Index((), self.rules, settings.exhausted, sessions=self.sessions))
         self.journal = Journal(settings.journal_size)
+        self.faults = Faults(settings.startup_faults())  # fault rules: POST /__admin/faults, --fault
         self._reload_lock = threading.Lock()  # admin calls and the file watcher may reload at once
         self._put_files: dict[Path, int] = {}  # file written by PUT or recording → its mtime (ns) right after
         self.reload()
@@ -143,10 +145,11 @@ class CassetteService:
         self.sessions.adopt(index.changed, index.sequence)
 
     def reset(self, session: str | None = None) -> None:
-        """Rewind sequence positions and usage counts and forget journal entries, of every
-        session or of one."""
+        """Rewind sequence positions and usage counts, forget journal entries and fault rules
+        added since startup (re-arming the startup ones), of every session or of one."""
         self.sessions.reset(session)
         self.journal.clear(session)
+        self.faults.reset(session)
 
     def put_cassette(self, name: str, text: bytes) -> tuple[Cassette, bool, LoadResult]:
         """Validate cassette text, write it as cassette ``name`` under the first cassette

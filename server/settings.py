@@ -22,6 +22,7 @@ from .matching.sessions import DEFAULT_MAX_SESSIONS
 from .record import RecordMode
 from .record.scrub import keepable_header
 from .record.upstreams import UpstreamRoute, parse_route
+from .replay.faults import RuleSpec, load_rules_file, parse_spec
 from .replay.pacing import parse_speed
 from .storage import name_problem
 
@@ -261,6 +262,18 @@ class Settings:
                "pieces of its answer", _timeout, "SECONDS"),
         600.0,
     )
+    # Faults (README "Faults"): rules held from startup.
+    faults: tuple[RuleSpec, ...] = _option(
+        Option("--fault", "a fault rule held from startup, as 'KIND; name=value; ...', e.g. "
+               "'rate_limit; times=1; path=/v1/chat/*' (repeatable; the variable separates rules with commas)",
+               parse_spec, "SPEC", repeatable=True),
+        (),
+    )
+    faults_file: Path | None = _option(
+        Option("--faults-file", "a JSON or YAML list of fault rules held from startup (after the --fault ones)",
+               Path, "FILE"),
+        None,
+    )
 
     @property
     def recording(self) -> bool:
@@ -274,6 +287,11 @@ class Settings:
         directories = (path for path in self.paths
                        if path.is_dir() or (not path.exists() and not path.name.lower().endswith(CASSETTE_SUFFIXES)))
         return next(directories, Path("cassettes"))
+
+    def startup_faults(self) -> tuple[RuleSpec, ...]:
+        """The fault rules from --fault, then the faults file (read now). Raises ValueError."""
+        from_file = load_rules_file(self.faults_file) if self.faults_file is not None else ()
+        return (*self.faults, *from_file)
 
     def match_rules(self) -> MatchRules:
         return MatchRules.build(
@@ -301,6 +319,7 @@ class Settings:
             values[item.name] = value
         settings = cls(**values)
         settings.match_rules()  # validates the field paths now, not at the first request
+        settings.startup_faults()  # and the faults file
         return settings
 
 

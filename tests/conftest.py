@@ -106,12 +106,13 @@ def running(app: Any) -> Iterator[str]:
 
 
 @contextmanager
-def running_server(app: Any) -> Iterator[tuple[str, uvicorn.Server]]:
-    """Like ``running``, and yields the uvicorn.Server too, for tests that stop it themselves."""
+def running_server(app: Any, **config: Any) -> Iterator[tuple[str, uvicorn.Server]]:
+    """Like ``running``, and yields the uvicorn.Server too, for tests that stop it themselves;
+    ``config`` overrides uvicorn settings (``http="h11"``, …)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **UVICORN_OPTIONS))
+    server = uvicorn.Server(uvicorn.Config(app, **{"log_level": "warning", "lifespan": "on", **UVICORN_OPTIONS, **config}))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

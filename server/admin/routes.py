@@ -26,6 +26,7 @@ from ..loader import LoadResult
 from ..matching.index import Index
 from ..models import Cassette
 from ..service import CassetteService, unknown_cassette_message
+from .faults import add_fault_routes
 from .guards import (
     DOCS_PATH,
     HEALTH_PATH,
@@ -207,7 +208,8 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
 
     @admin.post("/__admin/reset")
     async def reset(session: str | None = Query(None, description="only this session (default: all)")) -> dict[str, Any]:
-        """Rewind sequence positions and usage counts, and clear the journal (all, or one session)."""
+        """Rewind sequence positions and usage counts, clear the journal, remove the fault rules
+        added since startup and re-arm the startup ones (all, or one session's)."""
         service.reset(session)
         return {"status": "ok", "session": session}
 
@@ -218,6 +220,7 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
         there; files that fail to load are reported, the rest served."""
         return {"status": "ok", **load_report(service.reload())}
 
+    add_fault_routes(admin, service)
     return admin
 
 

@@ -8,17 +8,28 @@ sse-starlette (used before) keeps process-wide shutdown state that cut every lat
 streams in the same process, and cut streams at once on SIGTERM instead of giving them the
 server's grace period; a plain loop has no state beyond the one response, so streams finish
 within uvicorn's ``timeout_graceful_shutdown`` like every other reply.
+
+``send_faulted`` sends a recorded response with a fault (replay/faults.py) instead: the
+provider's error in its place, a delay, a stall, or a connection closed early. The plain path
+above never looks at faults.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
-from ..models import BodyKind, RecordedResponse
+from ..models import BodyKind, Interaction, RecordedResponse
+from .faults import Fired, Kind
 from .pacing import Pacing
+from .provider_errors import error_answer, provider_for
+
+# nginx's "connection closed without response", journaled for a fault that closed the connection
+# before anything was sent.
+NO_RESPONSE = 444
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,8 @@ class Delivery:
     started: bool  # the headers went out: the answer was committed
     pieces: int = 0  # recorded body pieces (events, frames, or the one whole body) handed to the server
     complete: bool = False  # every piece was handed to the server
+    cut: bool = False  # a fault closed the connection mid-answer (cut_stream, truncate)
+    replaced_by: int | None = None  # a fault answered instead: the status sent (NO_RESPONSE: nothing)
 
     @property
     def client_left(self) -> bool:
@@ -70,6 +83,107 @@ async def _send_paced(response: RecordedResponse, pacing: Pacing, client: _Clien
         await send({"type": "http.response.body", "body": piece, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     return len(response.chunks)
+
+
+async def send_faulted(
+    interaction: Interaction, path: str, fired: Fired, pacing: Pacing, arrived: float, scope: Scope,
+    receive: Receive, send: Send,
+) -> Delivery:
+    """Send ``interaction``'s answer as the fault ``fired`` alters it; ``path`` is the request's
+    (with the recorded URL, it tells which provider's error shape to answer with).
+
+    Errors and ``disconnect`` go out at once, in place of the recording. ``delay`` adds its
+    seconds to the recorded header delay; ``stall`` sends the headers (and ``after_events``
+    pieces) on time, then nothing for its seconds, then the rest at the recorded pace shifted by
+    as much; ``cut_stream`` and ``truncate`` send the headers and part of the body, then close the
+    connection without the body's end. Fault seconds are wall-clock seconds, whatever the speed.
+    """
+    fault = fired.fault
+    response = interaction.response
+    if fault.kind.answers:
+        answer = error_answer(fault, provider_for(path, interaction.request.url), fired.rule)
+        await send({"type": "http.response.start", "status": answer.status, "headers": answer.headers})
+        await send({"type": "http.response.body", "body": answer.body})
+        return Delivery(started=False, replaced_by=answer.status)
+    if fault.kind is Kind.DELAY:  # the recorded answer, as if the request had come later
+        return await send_recorded(response, pacing, arrived + fault.seconds, scope, receive, send)
+    client = _Client(receive)
+    try:
+        if fault.kind is Kind.DISCONNECT:
+            await _close_connection(send, client)
+            return Delivery(started=False, replaced_by=NO_RESPONSE)
+        delay = arrived + pacing.header_delay(response) - asyncio.get_running_loop().time()
+        if not await client.stays(delay):
+            return Delivery(started=False)
+        await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
+        return await _send_altered(response, fired, pacing, client, send)
+    finally:
+        client.stop_listening()
+
+
+async def _send_altered(response: RecordedResponse, fired: Fired, pacing: Pacing, client: _Client, send: Send) -> Delivery:
+    """The body of a stalled, cut or truncated answer, piece by piece at the recorded pace."""
+    fault = fired.fault
+    pieces = list(response.chunks)
+    stall_at = fault.after_events if fault.kind is Kind.STALL else len(pieces)
+    cut = fault.kind in (Kind.CUT_STREAM, Kind.TRUNCATE)
+    if fault.kind is Kind.CUT_STREAM:
+        pieces = pieces[: fault.after_events]
+    elif fault.kind is Kind.TRUNCATE:
+        pieces = [response.body[: fault.after_bytes]]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for position, piece in enumerate(pieces):
+        due = start + pacing.chunk_offset(response, position) + (fault.seconds if position >= stall_at else 0.0)
+        if not await client.stays(due - loop.time()):
+            return Delivery(started=True, pieces=position)
+        if piece:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+    if cut:
+        await _close_connection(send, client)
+        sent = 0 if fault.kind is Kind.TRUNCATE else len(pieces)  # a truncated body's one piece is not whole
+        return Delivery(started=True, pieces=sent, cut=True)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return Delivery(started=True, pieces=len(pieces), complete=True)
+
+
+class ConnectionCut(Exception):
+    """Raised to have the ASGI server end the connection, where the app cannot close it itself."""
+
+
+# How long to wait for the server to notice a connection the app closed (it takes a loop turn,
+# longer only while the client has not read what was sent); then the connection is aborted.
+_CLOSE_NOTICE = 5.0
+
+
+async def _close_connection(send: Send, client: _Client) -> None:
+    """Close the connection without finishing (or starting) the answer, as a dropped upstream
+    does: a stream without its last chunk, a body shorter than its Content-Length, or no answer.
+
+    ASGI has no message for that: an app that raises before answering gets a 500 written for it,
+    and one that raises mid-answer an error logged with its traceback. So the connection's
+    transport is closed directly. Once the server has seen the connection go (the client's
+    ``http.disconnect``), returning makes it do nothing more: no 500, no log line. Under a server
+    whose transport cannot be reached (an in-process test client), ConnectionCut is raised for the
+    server to end the exchange.
+    """
+    transport = _transport_of(send)
+    if transport is None:
+        raise ConnectionCut("a fault closes this connection")
+    transport.close()  # what was written still goes out first
+    if await client.stays(_CLOSE_NOTICE):  # the client does not read what was sent: drop it
+        transport.abort()
+        await client.stays(_CLOSE_NOTICE)
+
+
+def _transport_of(send: Send) -> Any:
+    """The transport of the connection ``send`` writes to, or None. uvicorn's ``send`` is a method
+    of its request cycle, which holds the transport (an asyncio one, or uvloop's, which is not an
+    ``asyncio.BaseTransport``: so it is recognised by what it can do)."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if all(callable(getattr(transport, name, None)) for name in ("close", "abort", "is_closing")):
+        return transport
+    return None
 
 
 class _Client:
