@@ -2,17 +2,29 @@
 #   docker build -t cassette-server .
 #   docker run --rm -p 8080:8080 -v "$PWD/cassettes:/cassettes:ro" cassette-server
 ARG BASE_IMAGE=python:3.12-slim
+
+# The wheel, built apart: the source tree and setuptools stay in this stage.
+FROM ${BASE_IMAGE} AS wheel
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md LICENSE ./
+COPY server ./server
+RUN python -m pip wheel --no-deps --wheel-dir /wheels .
+
 FROM ${BASE_IMAGE}
+LABEL org.opencontainers.image.title="cassette-server" \
+      org.opencontainers.image.description="A local mock server for LLM APIs that replays recorded HTTP cassettes" \
+      org.opencontainers.image.licenses="Apache-2.0"
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /opt/cassette-server
-COPY pyproject.toml README.md ./
-COPY server ./server
-RUN python -m pip install . && rm -rf build ./*.egg-info
+# The wheel and its dependencies, nothing else: no source tree, no build tools.
+COPY --from=wheel /wheels /tmp/wheels
+RUN python -m pip install /tmp/wheels/*.whl && rm -rf /tmp/wheels
 
 # The bundled examples; mount your own cassettes over /cassettes. Owned by the server's user,
 # so PUT /__admin/cassettes/{name} can add cassettes to them.

@@ -2,6 +2,7 @@
 
 from .app import CassetteServerApp, create_app
 from .settings import Settings
+from .version import VERSION
 
 __all__ = ["CassetteServerApp", "Settings", "create_app"]
-__version__ = "0.1.0"
+__version__ = VERSION

@@ -5,6 +5,7 @@
                                          forward every request and record the answers
     cassette-server check [PATH ...]     validate cassettes (exit 1 when anything is wrong)
     cassette-server list [PATH ...]      a table of cassettes and their interactions
+    cassette-server --version            the installed version
 
 Every flag also has an environment variable (``CASSETTE_SERVER_PORT``, …; see settings.py).
 """
@@ -33,6 +34,7 @@ from .loader import load_paths
 from .matching.relaxations import RELAXATIONS
 from .record import RecordMode
 from .settings import Option, Settings
+from .version import VERSION
 
 # The options `check` takes besides PATH: the ones that decide which requests are the same.
 CHECK_OPTIONS = ("ignore_fields", "match_headers", "exact_body")
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cassette-server",
         description="Replay recorded LLM API cassettes (go-vcr, vcrpy) as a local HTTP server.",
     )
+    parser.add_argument("--version", action="version", version=f"cassette-server {VERSION}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser(
         "serve",

@@ -7,7 +7,7 @@ composed node tree, so load errors can point at the interaction that is wrong. H
 bodies are read as the text written (``false`` stays ``false``, ``12:30`` is not 750).
 
 JSON (vcrpy's JSON serializer) is parsed with the json module, not as YAML: YAML 1.1 cannot
-read the surrogate-pair escapes (``\ud83d\ude00``) that ``json.dumps`` writes for emoji.
+read the surrogate-pair escapes (``\\ud83d\\ude00``) that ``json.dumps`` writes for emoji.
 """
 
 from __future__ import annotations

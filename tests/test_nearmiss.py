@@ -130,7 +130,7 @@ def test_integers_beyond_64_bits_and_deep_values_are_shown() -> None:
     for _ in range(300):  # deeper than orjson writes
         deep = [deep]
     assert render_difference(Difference("body", "a", 1, deep)) == "a: recorded 1, received " + "[" * 99 + "…"
-    for _ in range(5000):
+    for _ in range(50_000):  # deeper than json writes on any Python (3.13 writes 9 000 levels, 3.11 under 1 000)
         deep = [deep]
     assert render_difference(Difference("body", "a", 1, deep)) == "a: recorded 1, received (JSON nested too deeply to show)"
 

@@ -26,6 +26,7 @@ from ..loader import LoadResult
 from ..matching.index import Index
 from ..models import Cassette
 from ..service import CassetteService, unknown_cassette_message
+from ..version import VERSION
 from .faults import add_fault_routes
 from .guards import (
     DOCS_PATH,
@@ -76,6 +77,7 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
     """The admin app; ``lifespan`` runs what lives as long as the server (the file watcher)."""
     admin = FastAPI(
         title="cassette-server admin",
+        version=VERSION,
         docs_url=DOCS_PATH,
         redoc_url=None,
         openapi_url=OPENAPI_PATH,
@@ -121,6 +123,7 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
         result = service.loaded.result
         return {
             "status": "ok",
+            "version": VERSION,
             "cassettes": len(result.cassettes),
             "interactions": result.interaction_count,
             "load_errors": len(result.errors),
