@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, unquote
 
 from .credentials import CREDENTIAL_HEADERS, CREDENTIAL_PARAMETERS
 from .errors import UnknownFormat
-from .loader import LoadResult, load_paths
+from .loader import DEFAULT_MAX_FILE_SIZE, LoadResult, load_paths
 from .matching.index import key_of
 from .matching.keys import MatchKey, MatchRules
 from .models import Interaction
@@ -80,10 +80,13 @@ class CheckReport:
         return [finding for finding in self.findings if finding.severity == WARNING]
 
 
-def check_paths(paths: Sequence[Path], rules: MatchRules, *, allow_duplicates: bool = False) -> CheckReport:
+def check_paths(
+    paths: Sequence[Path], rules: MatchRules, *, allow_duplicates: bool = False, max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+) -> CheckReport:
     """Check every cassette under ``paths`` (files, or directories searched recursively)."""
-    result = load_paths(paths)
+    result = load_paths(paths, max_file_size=max_file_size)
     findings = _load_findings(result)
+    findings += [Finding("note", WARNING, c.file, 1, f"{c.name}: {note}") for c in result.cassettes for note in c.notes]
     interactions = [i for cassette in result.cassettes for i in cassette.interactions]
     findings += [Finding("note", WARNING, i.file, i.line, f"{i.label}: {note}") for i in interactions for note in i.response.notes]
     findings += duplicate_findings(interactions, rules, allow_duplicates)

@@ -36,8 +36,9 @@ from .record import RecordMode
 from .settings import Option, Settings
 from .version import VERSION
 
-# The options `check` takes besides PATH: the ones that decide which requests are the same.
-CHECK_OPTIONS = ("ignore_fields", "match_headers", "exact_body")
+# The options `check` takes besides PATH: the ones that decide which requests are the same, and
+# the largest cassette the server would load.
+CHECK_OPTIONS = ("ignore_fields", "match_headers", "exact_body", "max_cassette_size")
 # The options `record` does not take: it replays nothing, and records every request.
 NOT_FOR_RECORD = ("paths", "record", "speed", "event_interval", "exhausted", "no_relax", "watch", "max_sessions")
 
@@ -186,7 +187,8 @@ def _sigterm_ends_cleanly() -> Iterator[None]:
 
 def check(settings: Settings, *, allow_duplicates: bool = False) -> int:
     """Print every finding (``file:line: severity: message [kind]``) and a summary; 1 on errors."""
-    report = check_paths(settings.paths, settings.match_rules(), allow_duplicates=allow_duplicates)
+    report = check_paths(settings.paths, settings.match_rules(), allow_duplicates=allow_duplicates,
+                         max_file_size=settings.max_cassette_size)
     for finding in report.findings:
         print(finding)
     result = report.result
@@ -201,7 +203,7 @@ def check(settings: Settings, *, allow_duplicates: bool = False) -> int:
 
 def list_cassettes(settings: Settings) -> int:
     """Print one row per interaction; files that failed to load go to stderr (and exit 1)."""
-    result = load_paths(settings.paths)
+    result = load_paths(settings.paths, max_file_size=settings.max_cassette_size)
     rows = [("CASSETTE", "ID", "REQUEST", "MODEL", "STREAM", "STATUS", "EVENTS", "DURATION", "LAST USER MESSAGE")]
     for cassette in result.cassettes:
         if not cassette.interactions:

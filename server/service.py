@@ -108,7 +108,7 @@ class CassetteService:
         are served."""
         with self._reload_lock:  # one at a time, so the last swap holds the latest files
             reuse = self.loaded.unchanged(changed) if changed is not None else {}
-            result = load_paths(self.settings.paths, reuse=reuse)
+            result = load_paths(self.settings.paths, reuse=reuse, max_file_size=self.settings.max_cassette_size)
             self._swap(result)
         log_load(result, self.settings, reused=reuse)
         return result
@@ -338,6 +338,8 @@ def log_load(result: LoadResult, settings: Settings, *, reused: Mapping[str, Cas
         if reused.get(cassette.file) is cassette:
             continue
         log.info("  %s: %d interactions (%s, %s)", cassette.name, len(cassette.interactions), cassette.format, cassette.file)
+        for note in cassette.notes:
+            log.warning("  %s (%s): %s", cassette.name, cassette.file, note)
         for interaction in cassette.interactions:
             endpoint = f"{interaction.request.method} {interaction.request.path}"
             endpoints[endpoint] = endpoints.get(endpoint, 0) + 1

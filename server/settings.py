@@ -206,9 +206,9 @@ class Settings:
         False,
     )
     max_cassette_size: int = _option(
-        Option("--max-cassette-size", "largest body PUT /__admin/cassettes/NAME accepts, and largest request a "
-               "recording forwards (413 beyond) or answer it writes, in bytes or with a unit (K, M, G: powers of "
-               "1024)", _size, "SIZE"),
+        Option("--max-cassette-size", "largest cassette: a file loaded (once decompressed), a body PUT "
+               "/__admin/cassettes/NAME accepts, a request a recording forwards (413 beyond) or an answer it writes, "
+               "in bytes or with a unit (K, M, G: powers of 1024); a bigger file is a load error", _size, "SIZE"),
         64 * 1024**2,
     )
     no_relax: bool = _option(

@@ -29,7 +29,7 @@ def parse_go_duration(value: Any, what: str = "duration") -> float:
     or an integer count of nanoseconds (how yaml encodes it without the String method).
     Negative durations count as 0.
     """
-    if value is None:
+    if value is None or value == "":  # not recorded (go-vcr v1 had no duration)
         return 0.0
     if isinstance(value, bool):
         raise CassetteLoadError(f"{what} must be a duration like '1.5s', not {value!r}")
@@ -142,6 +142,10 @@ def recorded_request(request: dict[str, Any], *, url_field: str, body: bytes) ->
     if not isinstance(method, str) or not method:
         raise CassetteLoadError("request.method is missing")
     url = request.get(url_field)
+    other = "url" if url_field == "uri" else "uri"
+    if url is None and other in request:
+        raise CassetteLoadError(f"request.{url_field} is missing; the request has `{other}`, as the other format "
+                                f"(go-vcr: `url`, vcrpy: `uri`) writes it: write every interaction of a file in one format")
     path, query = split_url(url, f"request.{url_field}")
     headers = tuple((name.lower(), value) for name, value in header_pairs(request.get("headers"), "request.headers"))
     return RecordedRequest(method=method.upper(), url=url, path=path, query=query, headers=headers, body=body)
