@@ -211,6 +211,11 @@ class Settings:
                "in bytes or with a unit (K, M, G: powers of 1024); a bigger file is a load error", _size, "SIZE"),
         64 * 1024**2,
     )
+    max_body_size: int = _option(
+        Option("--max-body-size", "largest request body the replay endpoint reads, in bytes or with a unit (K, M, G: "
+               "powers of 1024); a bigger one is refused with 413 before the rest of it is read", _size, "SIZE"),
+        64 * 1024**2,
+    )
     no_relax: bool = _option(
         Option("--no-relax", "match strictly: never fall back to the path and query relaxations "
                "(missing /v1, API versions, provider prefixes, beta and api-version parameters)", switch=True),
