@@ -32,6 +32,7 @@ from .catalog import summarise
 from .checks import check_paths
 from .loader import load_paths
 from .matching.relaxations import RELAXATIONS
+from .memory import tune_allocator
 from .record import RecordMode
 from .settings import Option, Settings
 from .version import VERSION
@@ -149,6 +150,7 @@ def resolve_settings(args: argparse.Namespace, environ: Mapping[str, str] | None
 def serve(settings: Settings) -> int:
     log_config = logging_config(settings.log_level)
     logging.config.dictConfig(log_config)
+    tune_allocator()  # process-wide, so only here: big request bodies go back to the system when freed
     try:
         app = create_app(settings)
     except ValueError as error:  # recording into a directory that cannot be written

@@ -185,6 +185,11 @@ class Settings:
                "0 turns the journal off)", _at_least(0), "N"),
         1000,
     )
+    journal_max_bytes: int = _option(
+        Option("--journal-max-bytes", "memory the request journal may hold, in bytes or with a unit (K, M, G: powers "
+               "of 1024), estimated per entry; past it, the oldest entries are forgotten", _size, "SIZE"),
+        32 * 1024**2,
+    )
     max_sessions: int = _option(
         Option("--max-sessions", "how many X-Cassette-Session sessions keep their sequence positions; past "
                "that, the least recently used one is forgotten (and starts afresh)", _at_least(1), "N"),
