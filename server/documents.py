@@ -118,6 +118,9 @@ def _parse_yaml(text: bytes, *, file: str) -> Document:
         if error.context and error.context_mark and error.problem_mark and error.context_mark.line != error.problem_mark.line:
             reason += f" ({error.context} that starts at line {error.context_mark.line + 1})"
         raise CassetteLoadError(reason, file=file, line=mark.line + 1 if mark else None) from None
+    except yaml.reader.ReaderError as error:  # bytes that are not UTF-8 (or UTF-16), control characters
+        line = text.count(b"\n", 0, error.position) + 1 if isinstance(error.position, int) else None
+        raise CassetteLoadError(_unreadable_text(error, text), file=file, line=line) from None
     except (yaml.YAMLError, UnicodeDecodeError, ValueError) as error:
         raise CassetteLoadError(f"invalid YAML: {error}", file=file) from None
     except RecursionError:
@@ -125,6 +128,18 @@ def _parse_yaml(text: bytes, *, file: str) -> Document:
     finally:
         loader.dispose()
     return Document(data, *_lines(node))
+
+
+def _unreadable_text(error: yaml.reader.ReaderError, text: bytes) -> str:
+    """Bytes that are not UTF-8, or a character YAML does not allow in text (a control character)."""
+    try:
+        text.decode("utf-16" if text[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8")
+    except UnicodeDecodeError:
+        return (f"not UTF-8 text ({error.reason} at byte {error.position}): a cassette is UTF-8 (or UTF-16) text; "
+                "convert the file to UTF-8, and write a body that is not text as !!binary")
+    character = f"#x{error.character:04x}" if isinstance(error.character, int) else repr(error.character)
+    return (f"invalid YAML: a character YAML does not allow in text ({character} at byte {error.position}); "
+            "write a body holding control characters as !!binary, or escape them in a double-quoted string")
 
 
 # Aliases (``*id001``) let a few bytes stand for huge data ("billion laughs"). Writers do use

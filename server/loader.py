@@ -125,11 +125,14 @@ def holds_json_cassette_mark(text: bytes) -> bool:
 
 def load_file(path: Path, *, name: str, max_size: int = DEFAULT_MAX_FILE_SIZE) -> Cassette:
     """Read and parse one cassette file (gzip-compressed when it ends in ``.gz``)."""
-    file = str(path)
+    return load_bytes(cassette_text(path, max_size), name=name, file=str(path))
+
+
+def cassette_text(path: Path, max_size: int = DEFAULT_MAX_FILE_SIZE) -> bytes:
+    """The text of a cassette file (decompressed when its name ends in ``.gz``), at most
+    ``max_size`` bytes; else CassetteLoadError, as soon as that is known."""
     text = read_cassette_file(path, max_size)
-    if path.name.lower().endswith(".gz"):
-        text = _inflate(text, max_size, file)
-    return load_bytes(text, name=name, file=file)
+    return _inflate(text, max_size, str(path)) if path.name.lower().endswith(".gz") else text
 
 
 def read_cassette_file(path: Path, max_size: int) -> bytes:
@@ -143,7 +146,11 @@ def read_cassette_file(path: Path, max_size: int) -> bytes:
             if not stat.S_ISREG(status.st_mode):
                 raise CassetteLoadError(f"not a regular file ({_file_kind(status.st_mode)}): a cassette is a file; "
                                         "remove it or rename it without a cassette suffix", file=file)
-            text = handle.read(max_size + 1) if status.st_size <= max_size else b""
+            text = b""
+            if status.st_size <= max_size:  # read what the size says: a read takes its whole buffer up front
+                text = handle.read(status.st_size + 1)
+                if len(text) > status.st_size:  # it grew meanwhile (being written): the rest, up to the limit
+                    text += handle.read(max_size + 1 - len(text))
     except OSError as error:
         advice = "; it is a symbolic link whose target is missing" if path.is_symlink() and not path.exists() else ""
         if isinstance(error, PermissionError):

@@ -153,3 +153,11 @@ def test_hybrids_and_unknown_shapes_are_clear_errors(tmp_path: Path, text: str, 
     path.write_text(text)
     [failure] = load_paths([path]).failures
     assert expected in failure.errors[0].reason and failure.errors[0].line is not None
+
+
+def test_check_reads_secrets_inside_compressed_cassettes(tmp_path: Path) -> None:
+    text = (SHAPES / "langchain-lists.yaml").read_text().replace(
+        "    - application/json\n", "    - application/json\n    authorization:\n    - Bearer sk-proj-abcdefghijklmnopqrstuvwx\n", 1)
+    (tmp_path / "leak.yaml.gz").write_bytes(gzip.compress(text.encode()))
+    [finding] = [f for f in check_paths([tmp_path], MatchRules.build()).errors if f.kind == "secret"]
+    assert finding.line == 11 and "request header authorization holds a credential" in finding.message

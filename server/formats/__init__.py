@@ -90,10 +90,22 @@ def parse_cassette(document: Document, *, name: str, file: str) -> Cassette:
         interactions.append(Interaction(name, interaction_id, request, response, file, line, deliberate))
     if problems:
         raise InvalidCassette(problems)
+    notes += _repeated_ids(interactions)
     interactions.sort(key=lambda interaction: interaction.id)  # stable: file order breaks ties
     syntax = " (JSON)" if document.syntax == "json" else ""
     return Cassette(name=name, file=file, format=fmt.describe(data) + syntax, interactions=tuple(interactions),
                     notes=tuple(notes))
+
+
+def _repeated_ids(interactions: list[Interaction]) -> list[str]:
+    """A note per id used more than once (go-vcr ids are written, not positions): go-vcr replays
+    such a file, and so do we, in file order, but ``name#id`` then names several interactions."""
+    lines: dict[int, list[str]] = {}
+    for interaction in interactions:
+        lines.setdefault(interaction.id, []).append(str(interaction.line))
+    return [f"id {number} is used by {len(where)} interactions (lines {', '.join(where)}): they are served in file "
+            f"order, but {interactions[0].cassette}#{number} names each of them in the journal and listings; "
+            "number them apart" for number, where in lines.items() if len(where) > 1]
 
 
 def _first_interaction(data: dict[str, Any]) -> dict[str, Any] | None:
