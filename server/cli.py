@@ -33,6 +33,7 @@ from .checks import check_paths
 from .loader import load_paths
 from .matching.relaxations import RELAXATIONS
 from .memory import tune_allocator
+from .protocol import JsonErrorsProtocol
 from .record import RecordMode
 from .settings import Option, Settings
 from .version import VERSION
@@ -255,6 +256,8 @@ UVICORN_OPTIONS: dict[str, Any] = {
     # A stopping server (SIGTERM, Ctrl-C) does not wait out long recorded delays: replies in
     # flight, streams included, get 5 s to finish, then they are cut.
     "timeout_graceful_shutdown": 5,
+    # A request uvicorn cannot parse is refused in the JSON error shape, like every other error.
+    "http": JsonErrorsProtocol,
 }
 
 
