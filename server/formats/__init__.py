@@ -26,7 +26,12 @@ FORMATS: tuple[ModuleType, ...] = (govcr, vcrpy)
 FORMATS_BY_NAME: dict[str, ModuleType] = {fmt.NAME: fmt for fmt in FORMATS}
 
 
-def detect(data: dict[str, Any]) -> tuple[ModuleType | None, str | None]:
+def detect(data: dict[str, Any]) -> ModuleType | None:
+    """The format module that reads ``data``, or None."""
+    return identify(data)[0]
+
+
+def identify(data: dict[str, Any]) -> tuple[ModuleType | None, str | None]:
     """The format module that reads ``data`` (or None), and a note when it was told from the
     interactions alone, because the document has no ``version``."""
     first = _first_interaction(data)
@@ -61,7 +66,7 @@ def parse_cassette(document: Document, *, name: str, file: str) -> Cassette:
                      "writes it): read as vcrpy interactions, paired in order")
     if not isinstance(data, dict) or "interactions" not in data:
         raise CassetteLoadError(_not_a_cassette(data), file=file, line=1)
-    fmt, note = detect(data)
+    fmt, note = identify(data)
     if fmt is None:
         raise UnknownFormat(_unknown_format(data), file=file, line=document.line_of_key("version") or 1)
     notes += [note] if note else []
