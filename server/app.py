@@ -63,8 +63,9 @@ class CassetteServerApp:
         self.admin = create_admin(service, lifespan=_lifespan(service, self.recorder))
         control = (CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER, FAULT_HEADER, CONTENT_TYPE)  # content-type: form bodies
         self._wanted_headers = frozenset(name.encode("latin-1") for name in (*control, *service.rules.match_headers))
-        # recording forwards and writes request bodies: they are capped; replay reads them whole
-        self._body_limit = service.settings.max_cassette_size if self.recorder else None
+        # replay reads a body up to --max-body-size; recording forwards and writes it: --max-cassette-size too
+        settings = service.settings
+        self._body_limit = min(settings.max_body_size, settings.max_cassette_size) if self.recorder else settings.max_body_size
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not _is_admin(scope["path"]):
@@ -78,10 +79,10 @@ class CassetteServerApp:
         headers = _headers(scope, self._wanted_headers)
         session = headers.get(SESSION_HEADER) or DEFAULT_SESSION
         try:
-            body = await _read_body(receive, self._body_limit)
+            body = await _read_body(receive, self._body_limit, scope)
         except _ClientGone:
             return
-        except TooLarge as error:
+        except TooLarge as error:  # the server then reads and drops the rest, so the client sees the answer
             await send_error(error, send)
             self._record(scope, session, arrived, error=error)
             return
@@ -335,8 +336,12 @@ class _ClientGone(Exception):
     pass
 
 
-async def _read_body(receive: Receive, limit: int | None) -> bytes:
-    """The whole request body; over ``limit`` bytes (when there is one) it is a 413."""
+async def _read_body(receive: Receive, limit: int, scope: Scope) -> bytes:
+    """The whole request body; TooLarge as soon as it is known to exceed ``limit`` bytes: from
+    its Content-Length before anything is read, else while it arrives (never held whole)."""
+    declared = next((value for name, value in scope["headers"] if name == b"content-length"), b"")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(scope, declared.decode(), limit)
     chunks = []
     size = 0
     while True:
@@ -345,13 +350,18 @@ async def _read_body(receive: Receive, limit: int | None) -> bytes:
             raise _ClientGone
         chunk = message.get("body", b"")
         chunks.append(chunk)
-        if limit is not None:
-            size += len(chunk)
-            if size > limit:
-                raise TooLarge(f"The request body is larger than --max-cassette-size ({limit} bytes), the most a "
-                               "recording forwards and writes; nothing was forwarded or recorded.")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(scope, f"at least {size}", limit)
         if not message.get("more_body"):
             return b"".join(chunks)
+
+
+def _too_large(scope: Scope, size: str, limit: int) -> TooLarge:
+    return TooLarge(f"{scope['method']} {scope['path']}: the request body is {size} bytes, more than the {limit} this "
+                    "server reads (--max-body-size, CASSETTE_SERVER_MAX_BODY_SIZE; when recording, --max-cassette-size "
+                    "too); send a smaller body, or start the server with a larger limit. Nothing was replayed, forwarded "
+                    "or recorded.")
 
 
 def _headers(scope: Scope, wanted: frozenset[bytes]) -> dict[str, str]:

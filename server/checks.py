@@ -21,8 +21,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote
 
 from .credentials import CREDENTIAL_HEADERS, CREDENTIAL_PARAMETERS
-from .errors import UnknownFormat
-from .loader import LoadResult, load_paths
+from .errors import CassetteLoadError, UnknownFormat
+from .loader import DEFAULT_MAX_FILE_SIZE, LoadResult, cassette_text, load_paths
 from .matching.index import key_of
 from .matching.keys import MatchKey, MatchRules
 from .models import Interaction
@@ -80,17 +80,20 @@ class CheckReport:
         return [finding for finding in self.findings if finding.severity == WARNING]
 
 
-def check_paths(paths: Sequence[Path], rules: MatchRules, *, allow_duplicates: bool = False) -> CheckReport:
+def check_paths(
+    paths: Sequence[Path], rules: MatchRules, *, allow_duplicates: bool = False, max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+) -> CheckReport:
     """Check every cassette under ``paths`` (files, or directories searched recursively)."""
-    result = load_paths(paths)
+    result = load_paths(paths, max_file_size=max_file_size)
     findings = _load_findings(result)
+    findings += [Finding("note", WARNING, c.file, 1, f"{c.name}: {note}") for c in result.cassettes for note in c.notes]
     interactions = [i for cassette in result.cassettes for i in cassette.interactions]
     findings += [Finding("note", WARNING, i.file, i.line, f"{i.label}: {note}") for i in interactions for note in i.response.notes]
     findings += duplicate_findings(interactions, rules, allow_duplicates)
     files = [cassette.file for cassette in result.cassettes] + [f.file for f in result.failures if Path(f.file).is_file()]
     by_file = {cassette.file: cassette.interactions for cassette in result.cassettes}
     for file in files:
-        findings += secret_findings(file, by_file.get(file))  # None: the file did not load
+        findings += secret_findings(file, by_file.get(file), max_size=max_file_size)  # None: the file did not load
     if not result.cassettes and not result.failures:
         where = ", ".join(map(str, paths))
         nothing = 'no cassette files (*.yaml, *.yml, or *.json with "interactions") found; check the paths'
@@ -138,13 +141,16 @@ def _response_of(interaction: Interaction) -> tuple[int, bytes]:
     return interaction.response.status, interaction.response.body
 
 
-def secret_findings(file: str, interactions: Sequence[Interaction] | None) -> list[Finding]:
+def secret_findings(
+    file: str, interactions: Sequence[Interaction] | None, *, max_size: int = DEFAULT_MAX_FILE_SIZE,
+) -> list[Finding]:
     """Credentials in one file: headers and query parameters of its requests, ``sk-`` keys
-    anywhere in its text. For a file that failed to load (``interactions`` None), headers and
-    query parameters are looked for in its text."""
+    anywhere in its text (decompressed, for ``*.gz``). For a file that failed to load
+    (``interactions`` None), headers and query parameters are looked for in its text; a file too
+    large to load is not read at all."""
     try:
-        lines = Path(file).read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
+        lines = cassette_text(Path(file), max_size).decode("utf-8", errors="replace").splitlines()
+    except CassetteLoadError:
         return []  # already a load error
     found = []
     reported: list[str] = []  # secret values found in headers or the URL, not to report twice

@@ -32,12 +32,15 @@ from .catalog import summarise
 from .checks import check_paths
 from .loader import load_paths
 from .matching.relaxations import RELAXATIONS
+from .memory import tune_allocator
+from .protocol import JsonErrorsProtocol
 from .record import RecordMode
 from .settings import Option, Settings
 from .version import VERSION
 
-# The options `check` takes besides PATH: the ones that decide which requests are the same.
-CHECK_OPTIONS = ("ignore_fields", "match_headers", "exact_body")
+# The options `check` takes besides PATH: the ones that decide which requests are the same, and
+# the largest cassette the server would load.
+CHECK_OPTIONS = ("ignore_fields", "match_headers", "exact_body", "max_cassette_size")
 # The options `record` does not take: it replays nothing, and records every request.
 NOT_FOR_RECORD = ("paths", "record", "speed", "event_interval", "exhausted", "no_relax", "watch", "max_sessions")
 
@@ -148,6 +151,7 @@ def resolve_settings(args: argparse.Namespace, environ: Mapping[str, str] | None
 def serve(settings: Settings) -> int:
     log_config = logging_config(settings.log_level)
     logging.config.dictConfig(log_config)
+    tune_allocator()  # process-wide, so only here: big request bodies go back to the system when freed
     try:
         app = create_app(settings)
     except ValueError as error:  # recording into a directory that cannot be written
@@ -186,7 +190,8 @@ def _sigterm_ends_cleanly() -> Iterator[None]:
 
 def check(settings: Settings, *, allow_duplicates: bool = False) -> int:
     """Print every finding (``file:line: severity: message [kind]``) and a summary; 1 on errors."""
-    report = check_paths(settings.paths, settings.match_rules(), allow_duplicates=allow_duplicates)
+    report = check_paths(settings.paths, settings.match_rules(), allow_duplicates=allow_duplicates,
+                         max_file_size=settings.max_cassette_size)
     for finding in report.findings:
         print(finding)
     result = report.result
@@ -201,7 +206,7 @@ def check(settings: Settings, *, allow_duplicates: bool = False) -> int:
 
 def list_cassettes(settings: Settings) -> int:
     """Print one row per interaction; files that failed to load go to stderr (and exit 1)."""
-    result = load_paths(settings.paths)
+    result = load_paths(settings.paths, max_file_size=settings.max_cassette_size)
     rows = [("CASSETTE", "ID", "REQUEST", "MODEL", "STREAM", "STATUS", "EVENTS", "DURATION", "LAST USER MESSAGE")]
     for cassette in result.cassettes:
         if not cassette.interactions:
@@ -251,6 +256,8 @@ UVICORN_OPTIONS: dict[str, Any] = {
     # A stopping server (SIGTERM, Ctrl-C) does not wait out long recorded delays: replies in
     # flight, streams included, get 5 s to finish, then they are cut.
     "timeout_graceful_shutdown": 5,
+    # A request uvicorn cannot parse is refused in the JSON error shape, like every other error.
+    "http": JsonErrorsProtocol,
 }
 
 

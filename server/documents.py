@@ -70,7 +70,7 @@ class Document:
     """A parsed cassette file: its data, and where things are in the text (1-based lines)."""
 
     data: Any
-    interaction_lines: tuple[int, ...] = ()  # the line of each item of top-level `interactions`
+    interaction_lines: tuple[int, ...] = ()  # the line of each item of top-level `interactions` (else `requests`)
     key_lines: dict[str, int] | None = None  # the line of each top-level key
     syntax: str = "yaml"  # or "json"
 
@@ -118,6 +118,9 @@ def _parse_yaml(text: bytes, *, file: str) -> Document:
         if error.context and error.context_mark and error.problem_mark and error.context_mark.line != error.problem_mark.line:
             reason += f" ({error.context} that starts at line {error.context_mark.line + 1})"
         raise CassetteLoadError(reason, file=file, line=mark.line + 1 if mark else None) from None
+    except yaml.reader.ReaderError as error:  # bytes that are not UTF-8 (or UTF-16), control characters
+        line = text.count(b"\n", 0, error.position) + 1 if isinstance(error.position, int) else None
+        raise CassetteLoadError(_unreadable_text(error, text), file=file, line=line) from None
     except (yaml.YAMLError, UnicodeDecodeError, ValueError) as error:
         raise CassetteLoadError(f"invalid YAML: {error}", file=file) from None
     except RecursionError:
@@ -125,6 +128,18 @@ def _parse_yaml(text: bytes, *, file: str) -> Document:
     finally:
         loader.dispose()
     return Document(data, *_lines(node))
+
+
+def _unreadable_text(error: yaml.reader.ReaderError, text: bytes) -> str:
+    """Bytes that are not UTF-8, or a character YAML does not allow in text (a control character)."""
+    try:
+        text.decode("utf-16" if text[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8")
+    except UnicodeDecodeError:
+        return (f"not UTF-8 text ({error.reason} at byte {error.position}): a cassette is UTF-8 (or UTF-16) text; "
+                "convert the file to UTF-8, and write a body that is not text as !!binary")
+    character = f"#x{error.character:04x}" if isinstance(error.character, int) else repr(error.character)
+    return (f"invalid YAML: a character YAML does not allow in text ({character} at byte {error.position}); "
+            "write a body holding control characters as !!binary, or escape them in a double-quoted string")
 
 
 # Aliases (``*id001``) let a few bytes stand for huge data ("billion laughs"). Writers do use
@@ -171,6 +186,7 @@ def _check_aliases(root: yaml.Node, *, limit: int, file: str) -> None:
 # (`body: null` is no body), and `<<` merge keys keep working.
 _TYPED_TEXT = frozenset("tag:yaml.org,2002:" + kind for kind in ("bool", "int", "float", "timestamp"))
 _STR_TAG = "tag:yaml.org,2002:str"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _TEXT_BODY_TYPES = ("text", "binary")  # typed bodies whose content is text (vcrpy.py)
 
 
@@ -178,24 +194,50 @@ def keep_sent_text(root: yaml.Node) -> None:
     """Read as text what a cassette sends as text: in each interaction's request and response,
     header names and values, and bodies (``body``, ``body.string``, ``content``, the content of
     a typed text or binary body). Numbers elsewhere (``code: 200``, ``id: 0``, offsets, and the
-    JSON data of ``parsed_body``) keep their type."""
+    JSON data of ``parsed_body`` or of a body written as a YAML mapping) keep their type; in
+    such JSON data, a date stays the text written (JSON has no dates)."""
+    for message in _messages(root):
+        headers = _value_of(message, "headers")
+        stack = [headers] if headers is not None else []
+        while stack:  # header mappings may be shared through aliases: retagging twice is harmless
+            node = stack.pop()
+            stack += _child_nodes(node)
+            _as_text(node)
+        for field in ("body", "content"):
+            body = _value_of(message, field)
+            _as_text(body)
+            _as_text(_value_of(body, "string"))
+            kind = _value_of(body, "type")
+            if isinstance(kind, yaml.ScalarNode) and kind.value in _TEXT_BODY_TYPES:
+                _as_text(_value_of(body, "content"))
+            _dates_as_text(body)
+
+
+def _messages(root: yaml.Node) -> list[yaml.Node]:
+    """Every request and response node: of ``interactions``, or of the ``requests`` and
+    ``responses`` lists of vcrpy's in-memory layout (formats/vcrpy.py)."""
+    found = []
     interactions = _value_of(root, "interactions")
     for interaction in interactions.value if isinstance(interactions, yaml.SequenceNode) else ():
-        for side in ("request", "response"):
-            message = _value_of(interaction, side)
-            headers = _value_of(message, "headers")
-            stack = [headers] if headers is not None else []
-            while stack:  # header mappings may be shared through aliases: retagging twice is harmless
-                node = stack.pop()
-                stack += _child_nodes(node)
-                _as_text(node)
-            for field in ("body", "content"):
-                body = _value_of(message, field)
-                _as_text(body)
-                _as_text(_value_of(body, "string"))
-                kind = _value_of(body, "type")
-                if isinstance(kind, yaml.ScalarNode) and kind.value in _TEXT_BODY_TYPES:
-                    _as_text(_value_of(body, "content"))
+        found += [node for side in ("request", "response") if (node := _value_of(interaction, side)) is not None]
+    for side in ("requests", "responses") if interactions is None else ():
+        items = _value_of(root, side)
+        found += items.value if isinstance(items, yaml.SequenceNode) else []
+    return found
+
+
+def _dates_as_text(body: yaml.Node | None) -> None:
+    """In a body written as YAML data, plain scalars that YAML 1.1 reads as timestamps."""
+    stack = _child_nodes(body) if isinstance(body, (yaml.MappingNode, yaml.SequenceNode)) else []
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:  # aliases: each node once, and no cycle walked around
+            continue
+        seen.add(id(node))
+        stack += _child_nodes(node)
+        if isinstance(node, yaml.ScalarNode) and not node.style and node.tag == _TIMESTAMP_TAG:
+            node.tag = _STR_TAG
 
 
 def _value_of(node: yaml.Node | None, key: str) -> yaml.Node | None:
@@ -226,12 +268,17 @@ def _lines(node: yaml.Node | None) -> tuple[tuple[int, ...], dict[str, int]]:
         return (), {}
     key_lines: dict[str, int] = {}
     interaction_lines: tuple[int, ...] = ()
+    request_lines: tuple[int, ...] = ()
     for key_node, value_node in node.value:
         if not isinstance(key_node, yaml.ScalarNode):
             continue
         key_lines[str(key_node.value)] = key_node.start_mark.line + 1
         if key_node.value == "interactions" and isinstance(value_node, yaml.SequenceNode):
             interaction_lines = tuple(item.start_mark.line + 1 for item in value_node.value)
+        elif key_node.value == "requests" and isinstance(value_node, yaml.SequenceNode):  # vcrpy's in-memory layout
+            request_lines = tuple(item.start_mark.line + 1 for item in value_node.value)
+    if "interactions" not in key_lines:
+        interaction_lines = request_lines
     return interaction_lines, key_lines
 
 

@@ -13,8 +13,8 @@
         ├── CassetteMiss         404 not_found_error / cassette_miss
         ├── Conflict             409 invalid_request_error / conflict
         │   └── NotWritable      409 invalid_request_error / not_writable (PUT could not write the file)
-        ├── TooLarge             413 request_too_large / too_large (a PUT body over --max-cassette-size,
-        │                        a recorded request over it)
+        ├── TooLarge             413 request_too_large / too_large (a body over --max-body-size, a PUT body over
+        │                        --max-cassette-size, a recorded request over either)
         └── UpstreamError        502 api_error / upstream_error (recording: the upstream could not be reached,
                                  timed out, or no upstream is known for the path)
 
@@ -163,7 +163,8 @@ class NotWritable(Conflict):
 
 
 class TooLarge(HTTPError):
-    """A request body larger than the server accepts (a cassette over --max-cassette-size)."""
+    """A request body larger than the server accepts (a replayed request over --max-body-size, a
+    cassette PUT over --max-cassette-size)."""
 
     status_code = 413
     error_type = "request_too_large"

@@ -3,14 +3,18 @@ missed or refused), newest first, for the admin API to explain what a test saw.
 
 Recording costs one small record per request. A miss brings its near misses along (computed
 once, for the miss message), so hits pay nothing for them; what they keep is bounded (long
-values cut around where they differ, see ``nearmiss.NearMiss.kept``), so the journal's memory is
-bounded by its size, whatever the requests' bodies.
+values cut around where they differ, see ``nearmiss.NearMiss.kept``, which also measures it).
+The journal is bounded twice: by entries (``--journal-size``) and by the bytes they hold
+(``--journal-max-bytes``), each entry's size estimated once, when it is added, from sizes
+known already (no serialising), so a storm of long misses cannot hold more than the bound.
 """
 
 from __future__ import annotations
 
 import enum
+import sys
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -94,24 +98,67 @@ class JournalEntry:
         return data
 
 
-class Journal:
-    """The newest ``size`` entries; older ones fall off. Size 0 keeps nothing."""
+DEFAULT_MAX_BYTES = 32 * 1024**2
+RELEASE_NOTICE_BYTES = 4 * 1024**2  # forgotten entries holding this much are worth giving back (``on_release``)
+# An entry without near misses: the record, its numbers and small strings (measured with
+# tracemalloc: ~400 bytes for a hit; misses add their message and near misses, counted apart).
+ENTRY_BYTES = 512
 
-    def __init__(self, size: int) -> None:
+
+def entry_bytes(entry: JournalEntry) -> int:
+    """What an entry holds, roughly, from sizes known without serialising anything: the fixed
+    part, the strings the client chose (path, query), and for an error its message and the
+    near misses' measured footprint (``NearMiss.footprint``)."""
+    size = ENTRY_BYTES + sys.getsizeof(entry.path) + sys.getsizeof(entry.query)
+    if entry.error is not None:
+        size += sys.getsizeof(entry.error.message) + sum(near.footprint for near in entry.near_misses)
+    return size
+
+
+class Journal:
+    """The newest entries, at most ``size`` of them holding at most ``max_bytes`` together;
+    older ones fall off (the newest is always kept). Size 0 keeps nothing. ``on_release`` is
+    called whenever the entries forgotten since its last call held ``RELEASE_NOTICE_BYTES``
+    (memory.Trimmer gives it back to the system)."""
+
+    def __init__(self, size: int, max_bytes: int = DEFAULT_MAX_BYTES, *,
+                 on_release: Callable[[], None] | None = None) -> None:
         self.size = size
-        self._entries: deque[JournalEntry] = deque(maxlen=size)
+        self.max_bytes = max_bytes
+        self.on_release = on_release
+        self._entries: deque[tuple[JournalEntry, int]] = deque()  # newest first, each with its size
+        self._bytes = 0
+        self._released = 0  # bytes forgotten since on_release was last called
 
     @property
     def enabled(self) -> bool:
         return self.size > 0
 
+    @property
+    def held_bytes(self) -> int:
+        """The estimated bytes the entries hold."""
+        return self._bytes
+
     def add(self, entry: JournalEntry) -> None:
-        self._entries.appendleft(entry)
+        if not self.size:
+            return
+        size = entry_bytes(entry)
+        self._entries.appendleft((entry, size))
+        self._bytes += size
+        while len(self._entries) > self.size or (self._bytes > self.max_bytes and len(self._entries) > 1):
+            self._forgotten(self._entries.pop()[1])
+
+    def _forgotten(self, size: int) -> None:
+        self._bytes -= size
+        self._released += size
+        if self._released >= RELEASE_NOTICE_BYTES and self.on_release is not None:
+            self._released = 0
+            self.on_release()
 
     def entries(self, *, session: str | None = None, matched: bool | None = None, limit: int | None = None) -> list[JournalEntry]:
         """Newest first, optionally only one session's and only hits (True) or the rest (False)."""
         found = []
-        for entry in list(self._entries):
+        for entry, _ in list(self._entries):
             if (session is None or entry.session == session) and (matched is None or entry.matched == matched):
                 found.append(entry)
                 if limit is not None and len(found) >= limit:
@@ -120,12 +167,10 @@ class Journal:
 
     def clear(self, session: str | None = None) -> None:
         """Forget every entry, or one session's."""
-        if session is None:
-            self._entries.clear()
-            return
-        kept = [entry for entry in self._entries if entry.session != session]
+        kept = [] if session is None else [item for item in self._entries if item[0].session != session]
         self._entries.clear()
         self._entries.extend(kept)
+        self._forgotten(self._bytes - sum(size for _, size in kept))
 
     def __len__(self) -> int:
         return len(self._entries)

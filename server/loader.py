@@ -8,12 +8,19 @@ package manifests, fixtures and settings are written in, so a ``.json`` file fou
 directory counts as a cassette only when its text has an ``"interactions"`` key; others are
 passed over silently. A file named on the command line is always loaded (and reported).
 Symbolic links are followed, each directory and file once (a loop is not followed around).
+``*.yaml.gz`` / ``*.yml.gz`` files (LangChain's cassettes) are gzip-compressed YAML.
+
+Memory stays bounded while loading: a file larger than ``max_file_size`` (``--max-cassette-size``)
+is refused before it is read (a compressed one as soon as it inflates past it), and only regular
+files are read (a FIFO named ``x.yaml`` would block the reader forever).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import stat
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +31,9 @@ from .formats import parse_cassette
 from .models import Cassette
 
 CASSETTE_SUFFIXES = (".yaml", ".yml", ".json")
+COMPRESSED_SUFFIXES = (".yaml.gz", ".yml.gz")  # gzip-compressed YAML (LangChain's persister)
+FOUND_SUFFIXES = CASSETTE_SUFFIXES + COMPRESSED_SUFFIXES  # what a directory search loads
+DEFAULT_MAX_FILE_SIZE = 64 * 1024**2  # the default of --max-cassette-size
 _JSON_SUFFIX = ".json"
 _JSON_CASSETTE_MARK = b'"interactions"'
 
@@ -61,11 +71,14 @@ class LoadResult:
         return LoadResult(tuple(cassettes), tuple(failure for failure in self.failures if failure.name != cassette.name))
 
 
-def load_paths(paths: Sequence[Path], *, reuse: Mapping[str, Cassette] | None = None) -> LoadResult:
+def load_paths(
+    paths: Sequence[Path], *, reuse: Mapping[str, Cassette] | None = None, max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+) -> LoadResult:
     """Load every cassette under ``paths`` (files, or directories searched recursively).
 
     ``reuse`` maps files (as discovered) known to be unchanged to the cassette loaded from them
-    before: those are not read again, so a reload after one file changed costs that file.
+    before: those are not read again, so a reload after one file changed costs that file. A
+    file larger than ``max_file_size`` bytes (once decompressed) is a load error.
     """
     reuse = reuse or {}
     cassettes: list[Cassette] = []
@@ -82,7 +95,7 @@ def load_paths(paths: Sequence[Path], *, reuse: Mapping[str, Cassette] | None = 
             failures.append(LoadFailure(name, file, (CassetteLoadError(reason, file=file),)))
             continue
         try:
-            cassettes.append(before if before is not None else load_file(Path(file), name=name))
+            cassettes.append(before if before is not None else load_file(Path(file), name=name, max_size=max_file_size))
             names[name] = file
         except CassetteLoadError as error:
             failures.append(LoadFailure(name, file, (error,)))
@@ -97,7 +110,10 @@ def may_be_cassette(path: Path) -> bool:
     if path.suffix.lower() != _JSON_SUFFIX:
         return True
     try:
-        return holds_json_cassette_mark(path.read_bytes())
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return True  # let load_file report what it is
+            return holds_json_cassette_mark(handle.read(DEFAULT_MAX_FILE_SIZE))
     except OSError:
         return True  # let load_file report why it cannot be read
 
@@ -107,14 +123,69 @@ def holds_json_cassette_mark(text: bytes) -> bool:
     return _JSON_CASSETTE_MARK in text
 
 
-def load_file(path: Path, *, name: str) -> Cassette:
-    """Read and parse one cassette file."""
+def load_file(path: Path, *, name: str, max_size: int = DEFAULT_MAX_FILE_SIZE) -> Cassette:
+    """Read and parse one cassette file (gzip-compressed when it ends in ``.gz``)."""
+    return load_bytes(cassette_text(path, max_size), name=name, file=str(path))
+
+
+def cassette_text(path: Path, max_size: int = DEFAULT_MAX_FILE_SIZE) -> bytes:
+    """The text of a cassette file (decompressed when its name ends in ``.gz``), at most
+    ``max_size`` bytes; else CassetteLoadError, as soon as that is known."""
+    text = read_cassette_file(path, max_size)
+    return _inflate(text, max_size, str(path)) if path.name.lower().endswith(".gz") else text
+
+
+def read_cassette_file(path: Path, max_size: int) -> bytes:
+    """The bytes of a regular file of at most ``max_size`` bytes; else CassetteLoadError, before
+    reading anything. The size is checked on the open file, so a file that grows meanwhile is
+    still read no further than the limit."""
     file = str(path)
-    try:
-        text = path.read_bytes()
+    try:  # non-blocking: opening a FIFO to read would otherwise wait for a writer
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+            status = os.fstat(handle.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                raise CassetteLoadError(f"not a regular file ({_file_kind(status.st_mode)}): a cassette is a file; "
+                                        "remove it or rename it without a cassette suffix", file=file)
+            text = b""
+            if status.st_size <= max_size:  # read what the size says: a read takes its whole buffer up front
+                text = handle.read(status.st_size + 1)
+                if len(text) > status.st_size:  # it grew meanwhile (being written): the rest, up to the limit
+                    text += handle.read(max_size + 1 - len(text))
     except OSError as error:
-        raise CassetteLoadError(f"cannot read: {error.strerror or error}", file=file) from None
-    return load_bytes(text, name=name, file=file)
+        advice = "; it is a symbolic link whose target is missing" if path.is_symlink() and not path.exists() else ""
+        if isinstance(error, PermissionError):
+            advice = "; give the server's user read permission on it (and on its directories)"
+        raise CassetteLoadError(f"cannot read: {error.strerror or error}{advice}", file=file) from None
+    if status.st_size > max_size or len(text) > max_size:
+        raise CassetteLoadError(_too_large(max(status.st_size, len(text)), max_size), file=file)
+    return text
+
+
+def _inflate(data: bytes, max_size: int, file: str) -> bytes:
+    """Decompress gzip data, refusing it as soon as it inflates past ``max_size`` (a small file
+    can stand for gigabytes)."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        text = inflater.decompress(data, max_size + 1)
+    except zlib.error as error:
+        raise CassetteLoadError(f"not gzip data, though the name ends in .gz: {error}; decompress it, or rename it",
+                                file=file) from None
+    if len(text) > max_size:
+        raise CassetteLoadError(_too_large(len(text), max_size, "decompressed, it is"), file=file)
+    if not inflater.eof:
+        raise CassetteLoadError("the gzip data is cut short (truncated file); record it again", file=file)
+    return text
+
+
+def _too_large(size: int, limit: int, what: str = "it is") -> str:
+    return (f"{what} {size:,} bytes or more, more than the {limit:,} a cassette may be (--max-cassette-size, "
+            "CASSETTE_SERVER_MAX_CASSETTE_SIZE); raise the limit to load it, or split the cassette")
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket",
+             stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device"}
+    return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
 
 
 def load_bytes(text: bytes, *, name: str, file: str) -> Cassette:
@@ -135,8 +206,8 @@ def discover(paths: Iterable[Path], failures: list[LoadFailure]) -> list[tuple[s
     for root in paths:
         if root.is_dir():
             candidates = [(_name_in(root, file), file, True) for file in _walk(root)]
-        elif root.is_file():
-            candidates = [(root.stem, root, False)]
+        elif root.exists() or root.is_symlink():  # a file, or anything else: loading it says what is wrong
+            candidates = [(_without_suffix(Path(root.name)), root, False)]
         else:
             reason = "no such file or directory"
             failures.append(LoadFailure(None, str(root), (CassetteLoadError(reason, file=str(root)),)))
@@ -181,7 +252,7 @@ def _walk(root: Path) -> list[Path]:
                     continue
                 if _is_directory(entry):
                     deeper.append(Path(entry.path))
-                elif entry.name.lower().endswith(CASSETTE_SUFFIXES) and _first_visit(Path(entry.path), seen):
+                elif entry.name.lower().endswith(FOUND_SUFFIXES) and _first_visit(Path(entry.path), seen):
                     files.append(Path(entry.path))
         level = deeper
     return sorted(files)
@@ -219,4 +290,11 @@ def _printable_name(path: str) -> bool:
 
 
 def _name_in(root: Path, file: Path) -> str:
-    return file.relative_to(root).with_suffix("").as_posix()
+    return _without_suffix(file.relative_to(root))
+
+
+def _without_suffix(path: Path) -> str:
+    """The cassette name of a file: its path without ``.yaml`` (or ``.yaml.gz``, …)."""
+    if path.name.lower().endswith(COMPRESSED_SUFFIXES):
+        path = path.with_suffix("")
+    return path.with_suffix("").as_posix()

@@ -90,6 +90,7 @@ class Cassette:
     file: str
     format: str
     interactions: tuple[Interaction, ...] = field(default=())
+    notes: tuple[str, ...] = ()  # load-time remarks on the whole file (e.g. its format told without `version`)
 
     @property
     def endpoints(self) -> list[str]:

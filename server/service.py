@@ -21,6 +21,7 @@ from .matching.keys import MatchKey, MatchRules
 from .matching.nearmiss import NearMiss, near_misses, render_difference
 from .matching.relaxations import RELAXATION_NAMES, RelaxedFind
 from .matching.sessions import DEFAULT_SESSION, Recording, Sessions
+from .memory import Trimmer
 from .models import Cassette, Interaction, ReceivedRequest
 from .replay.faults import Faults
 from .replay.pacing import Pacing
@@ -91,7 +92,8 @@ class CassetteService:
         self.pacing = Pacing(settings.speed, settings.event_interval)
         self.sessions = Sessions(settings.max_sessions)  # outlives every index: positions survive reloads
         self.loaded = Loaded(LoadResult(), Index((), self.rules, settings.exhausted, sessions=self.sessions))
-        self.journal = Journal(settings.journal_size)
+        self.trimmer = Trimmer()  # gives what the journal forgets back to the system
+        self.journal = Journal(settings.journal_size, settings.journal_max_bytes, on_release=self.trimmer.soon)
         self.faults = Faults(settings.startup_faults())  # fault rules: POST /__admin/faults, --fault
         self._reload_lock = threading.Lock()  # admin calls and the file watcher may reload at once
         self._put_files: dict[Path, int] = {}  # file written by PUT or recording → its mtime (ns) right after
@@ -108,7 +110,7 @@ class CassetteService:
         are served."""
         with self._reload_lock:  # one at a time, so the last swap holds the latest files
             reuse = self.loaded.unchanged(changed) if changed is not None else {}
-            result = load_paths(self.settings.paths, reuse=reuse)
+            result = load_paths(self.settings.paths, reuse=reuse, max_file_size=self.settings.max_cassette_size)
             self._swap(result)
         log_load(result, self.settings, reused=reuse)
         return result
@@ -338,6 +340,8 @@ def log_load(result: LoadResult, settings: Settings, *, reused: Mapping[str, Cas
         if reused.get(cassette.file) is cassette:
             continue
         log.info("  %s: %d interactions (%s, %s)", cassette.name, len(cassette.interactions), cassette.format, cassette.file)
+        for note in cassette.notes:
+            log.warning("  %s (%s): %s", cassette.name, cassette.file, note)
         for interaction in cassette.interactions:
             endpoint = f"{interaction.request.method} {interaction.request.path}"
             endpoints[endpoint] = endpoints.get(endpoint, 0) + 1

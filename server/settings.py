@@ -185,6 +185,11 @@ class Settings:
                "0 turns the journal off)", _at_least(0), "N"),
         1000,
     )
+    journal_max_bytes: int = _option(
+        Option("--journal-max-bytes", "memory the request journal may hold, in bytes or with a unit (K, M, G: powers "
+               "of 1024), estimated per entry; past it, the oldest entries are forgotten", _size, "SIZE"),
+        32 * 1024**2,
+    )
     max_sessions: int = _option(
         Option("--max-sessions", "how many X-Cassette-Session sessions keep their sequence positions; past "
                "that, the least recently used one is forgotten (and starts afresh)", _at_least(1), "N"),
@@ -206,9 +211,14 @@ class Settings:
         False,
     )
     max_cassette_size: int = _option(
-        Option("--max-cassette-size", "largest body PUT /__admin/cassettes/NAME accepts, and largest request a "
-               "recording forwards (413 beyond) or answer it writes, in bytes or with a unit (K, M, G: powers of "
-               "1024)", _size, "SIZE"),
+        Option("--max-cassette-size", "largest cassette: a file loaded (once decompressed), a body PUT "
+               "/__admin/cassettes/NAME accepts, a request a recording forwards (413 beyond) or an answer it writes, "
+               "in bytes or with a unit (K, M, G: powers of 1024); a bigger file is a load error", _size, "SIZE"),
+        64 * 1024**2,
+    )
+    max_body_size: int = _option(
+        Option("--max-body-size", "largest request body the replay endpoint reads, in bytes or with a unit (K, M, G: "
+               "powers of 1024); a bigger one is refused with 413 before the rest of it is read", _size, "SIZE"),
         64 * 1024**2,
     )
     no_relax: bool = _option(

@@ -19,7 +19,7 @@ from typing import Any
 
 from watchfiles import Change, DefaultFilter, awatch
 
-from .loader import CASSETTE_SUFFIXES, may_be_cassette
+from .loader import FOUND_SUFFIXES, may_be_cassette
 from .service import CassetteService
 
 log = logging.getLogger("cassette_server")
@@ -27,7 +27,7 @@ log = logging.getLogger("cassette_server")
 
 class CassetteFiles(DefaultFilter):
     """Changes that matter, by the loader's rules: a file given directly, or a cassette file
-    under a watched directory (not hidden; ``*.yaml``, ``*.yml``, and ``*.json`` only when it
+    under a watched directory (not hidden; ``*.yaml``, ``*.yml``, ``*.yaml.gz``, and ``*.json`` only when it
     holds an ``"interactions"`` key, or held a cassette at the last load: ``package.json`` and
     other JSON files never reload, which would rewind every session's sequences)."""
 
@@ -40,7 +40,7 @@ class CassetteFiles(DefaultFilter):
     def __call__(self, change: Change, path: str) -> bool:
         if path in self.files:
             return True
-        if not super().__call__(change, path) or not path.lower().endswith(CASSETTE_SUFFIXES):
+        if not super().__call__(change, path) or not path.lower().endswith(FOUND_SUFFIXES):
             return False
         candidate = Path(path)
         directory = next((directory for directory in self.directories if candidate.is_relative_to(directory)), None)

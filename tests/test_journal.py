@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from server.errors import CassetteMiss
-from server.journal import Journal, JournalEntry, Outcome
+from server.journal import Journal, JournalEntry, Outcome, entry_bytes
 from server.loader import load_paths
+from server.matching.nearmiss import NearMiss
 
 from .conftest import interaction
 
@@ -66,3 +67,34 @@ def test_what_became_of_a_reply_is_shown(write_cassette, cassette_dir) -> None:
         200, "client_left_mid_stream", 3, 12)
     assert {key: entry().to_json()[key] for key in ("outcome", "pieces_sent", "pieces_total")} == dict.fromkeys(
         ("outcome", "pieces_sent", "pieces_total"))
+
+
+def long_miss(session: str = "s", footprint: int = 100_000) -> JournalEntry:
+    """A miss whose near misses hold ``footprint`` bytes (as NearMiss.kept measures them)."""
+    near = NearMiss(interaction=None, differences=(), score=1, footprint=footprint)  # type: ignore[arg-type]
+    return JournalEntry(time=0.0, session=session, method="POST", path="/v1/x", query="", status=404, duration=0.01,
+                        error=CassetteMiss("no match", near_misses=(near,)))
+
+
+def test_bounded_in_bytes_as_well_as_entries() -> None:
+    released = []
+    journal = Journal(1000, max_bytes=1_000_000, on_release=lambda: released.append(journal.held_bytes))
+    for _ in range(100):
+        journal.add(long_miss())
+    assert 8 <= len(journal) <= 10 and journal.held_bytes <= 1_000_000
+    assert journal.held_bytes == sum(entry_bytes(entry) for entry in journal.entries())
+    journal.add(entry())  # a hit costs the fixed part and its strings only
+    assert entry_bytes(entry()) < 1000
+    journal.add(long_miss(footprint=5_000_000))  # larger than the bound: the newest is kept all the same
+    assert len(journal) == 1 and journal.held_bytes > 5_000_000
+    assert released  # forgotten entries were worth giving back
+
+
+def test_clearing_keeps_the_byte_count_right() -> None:
+    journal = Journal(10, max_bytes=10_000_000)
+    for session in ("a", "b", "a"):
+        journal.add(long_miss(session))
+    journal.clear("a")
+    assert journal.held_bytes == entry_bytes(journal.entries()[0]) and len(journal) == 1
+    journal.clear()
+    assert journal.held_bytes == 0

@@ -64,7 +64,8 @@ def test_a_reload_of_changed_files_reads_only_those(service: CassetteService, ca
     import server.loader
 
     original = server.loader.load_file
-    monkeypatch.setattr(server.loader, "load_file", lambda path, name: read.append(name) or original(path, name=name))
+    monkeypatch.setattr(server.loader, "load_file",
+                        lambda path, name, **options: read.append(name) or original(path, name=name, **options))
     created = service.put_cassette("new", go_vcr(interaction('{"q": "new"}')).encode())[1]
     assert created and read == ["new"]
     assert service.index.by_name["seq"] is before["seq"] and service.index.by_name["other"] is before["other"]

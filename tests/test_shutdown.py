@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from threading import Barrier
 
 import httpx
 
@@ -59,3 +61,30 @@ def test_sigterm_lets_a_stream_in_flight_finish_byte_exact(write_cassette, casse
         assert process.wait(timeout=grace + 5) == 0
     assert received == EVENTS  # nothing cut, nothing added
     assert finished < grace  # the rest came at the recorded offsets, not at the end of the grace
+
+
+def test_sigterm_with_many_streams_in_flight_ends_each_cleanly_and_exits_0(write_cassette, cassette_dir: Path) -> None:
+    """Twenty streams at once, the signal after each has its first event: every one finishes
+    byte-exact at its recorded pace, then the process exits 0, all within the grace period."""
+    offsets = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    write_cassette("s", interaction(response_body=b"".join(EVENTS).decode(), content_type="text/event-stream",
+                                    event_offsets=offsets))
+    grace = UVICORN_OPTIONS["timeout_graceful_shutdown"]
+    count = 20
+    first_events = Barrier(count + 1, timeout=30)
+
+    def stream(url: str) -> list[bytes]:
+        with httpx.Client(timeout=30) as client, client.stream("POST", url + "/v1/chat/completions", content=BODY) as reply:
+            pieces = reply.iter_raw()
+            received = [next(pieces)]
+            first_events.wait()
+            return received + list(pieces)
+
+    with server_process(str(cassette_dir)) as (url, process), ThreadPoolExecutor(count) as pool:
+        streams = [pool.submit(stream, url) for _ in range(count)]
+        first_events.wait()
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        assert [future.result(timeout=grace + 5) for future in streams] == [EVENTS] * count
+        assert process.wait(timeout=grace + 5) == 0
+        assert time.monotonic() - signalled < grace

