@@ -320,20 +320,29 @@ def resolve_session(path: str, header: str | None) -> tuple[str, str]:
 def resolve_scope(path: str, header: str | None, index: Index, *, new_names: bool = False) -> tuple[str, str | None]:
     """(path to match, cassette scope) from a ``/__cassette/NAME/…`` prefix or the X-Cassette
     header. Names may contain ``/``: the longest loaded name that prefixes the path wins. When
-    no loaded name does, the first segment is taken as the name: the lookup then answers
-    ``unknown_cassette``; while recording (``new_names``), the prefix names a new cassette
-    (``record.scoping.new_cassette_name``)."""
+    no loaded name does, the prefix names the cassette as a recording would (the segments before
+    the first API version segment, ``record.scoping.new_cassette_name``): the lookup then answers
+    ``unknown_cassette``, and while recording (``new_names``) that is the new cassette."""
     if not path.startswith(SCOPE_PREFIX):
         return path, header or None
     rest = path[len(SCOPE_PREFIX) :]
     name = _longest_loaded_prefix(rest, index)
     if name is None and not new_names:
-        name = rest.split("/", 1)[0]
+        name = _unknown_name(rest)
     else:
         name = name or new_cassette_name(rest)
         if header and header != name:
             raise BadRequest(f"the URL prefix names cassette '{name}' but the X-Cassette header names '{header}'; use one")
     return rest[len(name) :] or "/", name
+
+
+def _unknown_name(rest: str) -> str:
+    """The name a prefix gives a cassette that is not loaded, for the unknown_cassette answer: as
+    a recording would name it (``team/chat`` in ``team/chat/v1/messages``), else its first segment."""
+    try:
+        return new_cassette_name(rest)
+    except BadRequest:  # no name a file could have: the answer names it as sent
+        return rest.split("/", 1)[0]
 
 
 def _longest_loaded_prefix(rest: str, index: Index) -> str | None:

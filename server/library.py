@@ -45,7 +45,7 @@ from .cli import UVICORN_OPTIONS
 from .errors import HTTPError
 from .record import RecordMode
 from .replay.faults import FaultRuleError, RuleSpec, parse_rule, parse_spec
-from .service import CassetteService, unknown_cassette_message
+from .service import CassetteService
 from .session_options import SessionOptions
 from .settings import Option, Settings
 from .storage import cassette_path
@@ -372,18 +372,15 @@ class ServerSession:
         lines += [f"\n{text}" for text in shown]
         if count > len(shown):
             lines.append(f"\n… and {count - len(shown)} more (GET /__admin/requests/unmatched?session={self.id})")
-        if self.cassette is not None and self.cassette not in self.server.service.index.by_name:
-            lines.append("\n" + self._missing_cassette())
+        failed = self._load_errors()
+        if failed:
+            lines.append(f"\nCassette '{self.cassette}' did not load: " + "; ".join(failed))
         return "\n".join(lines)
 
-    def _missing_cassette(self) -> str:
-        name = self.cassette or ""
-        service = self.server.service
-        failed = [str(error) for failure in service.loaded.result.failures if failure.name == name
-                  for error in failure.errors]
-        if failed:
-            return f"Cassette '{name}' did not load: " + "; ".join(failed)
-        return unknown_cassette_message(name, service.index, "Check the cassette name, or record the cassette.")
+    def _load_errors(self) -> list[str]:
+        """Why the session's cassette did not load, when a file of that name failed to."""
+        result = self.server.service.loaded.result
+        return [str(error) for failure in result.failures if failure.name == self.cassette for error in failure.errors]
 
     def close(self) -> None:
         """Remove this session's fault rules and options (its positions and journal entries stay)."""

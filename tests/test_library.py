@@ -206,7 +206,11 @@ def test_strict_refuses_cassettes_that_do_not_load(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("interactions: [")
     with pytest.raises(ValueError, match="bad.yaml"):
         CassetteServer(tmp_path, strict=True).start()
-    with CassetteServer(tmp_path) as server:
+    with CassetteServer(tmp_path) as server, server.session(cassette="bad") as session:
         assert server.has_cassette("good") and server.has_cassette("bad") and not server.has_cassette("other")
+        assert httpx.post(f"{session.openai_base_url}/chat/completions", json={}).status_code == 404
+        message = session.failure() or ""
+    assert "No cassette named 'bad' is loaded" in message
+    assert f"Cassette 'bad' did not load: {tmp_path / 'bad.yaml'}:2: invalid YAML" in message
     with pytest.raises(ValueError, match="session id"):
         server.session("a/b")
