@@ -312,3 +312,36 @@ def test_bad_options_are_usage_errors(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "cassette_record_mode = 'sometimes'" in result.stderr.str()
+
+
+def test_options_reach_the_server_and_the_environment_gives_the_rest(pytester: pytest.Pytester,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CASSETTE_SERVER_EXHAUSTED", "error")  # not one of the plugin's options: the variable counts
+    monkeypatch.setenv("CASSETTE_SERVER_SPEED", "5")  # the plugin's own options win over the variables
+    monkeypatch.setenv("CASSETTE_SERVER_PORT", "8080")
+    pytester.makeini("[pytest]\ncassette_speed = 2\ncassette_paths =\n    one\n    two\n")
+    pytester.makepyfile(test_settings=f'''
+        from pathlib import Path
+
+        from server.matching.index import Exhausted
+        from server.record import RecordMode
+
+
+        def test_settings(cassette_server, request):
+            settings = cassette_server.settings
+            given = request.config.getoption("cassette_paths")
+            expected = [{str(pytester.path)!r} + "/three"] if given else [{str(pytester.path)!r} + "/one",
+                                                                          {str(pytester.path)!r} + "/two"]
+            assert [str(path) for path in settings.paths] == expected
+            assert settings.exhausted is Exhausted.ERROR and settings.port == 0 and settings.host == "127.0.0.1"
+            if given:
+                assert settings.speed == 0.5 and settings.record is RecordMode.MISS
+                assert [str(route) for route in settings.upstream] == ["http://127.0.0.1:9"]
+                assert str(settings.out) == expected[0] and Path(expected[0]).is_dir()
+            else:
+                assert settings.speed == 2 and settings.record is RecordMode.OFF
+    ''')
+    pytester.runpytest("-p", "no:langsmith_plugin").assert_outcomes(passed=1)
+    pytester.runpytest("-p", "no:langsmith_plugin", "--cassette-paths=three", "--cassette-speed=0.5",
+                       "--cassette-record-mode=new_episodes", "--cassette-upstream=http://127.0.0.1:9"
+                       ).assert_outcomes(passed=1)
