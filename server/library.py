@@ -45,7 +45,7 @@ from .cli import UVICORN_OPTIONS
 from .errors import HTTPError
 from .record import RecordMode
 from .replay.faults import FaultRuleError, RuleSpec, parse_rule, parse_spec
-from .service import CassetteService
+from .service import RECORD_ADVICE, CassetteService
 from .session_options import SessionOptions
 from .settings import Option, Settings
 from .storage import cassette_path
@@ -330,8 +330,8 @@ class ServerSession:
         """Each refused request of this session (a miss, an unknown cassette, …): the request
         and the server's message (for a miss: the closest recording and every difference). The
         first few are kept whole whatever the journal forgets; ``refused`` counts them all."""
-        return [f"{refused.request} → {refused.error.status_code} {refused.error.code}\n{refused.error.message}"
-                for refused in self.options.refused]
+        return [f"{refused.request} → {refused.error.status_code} {refused.error.code}\n"
+                f"{refused.error.message.removesuffix(chr(10) + RECORD_ADVICE)}" for refused in self.options.refused]
 
     @property
     def refused(self) -> int:

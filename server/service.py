@@ -42,6 +42,9 @@ log = logging.getLogger("cassette_server")
 _SHOWN_DIFFERENCES = 8
 JOURNALED_NEAR_MISSES = 3  # closest recordings a miss carries (the message shows the first)
 CLOSE_NAMES = 3  # loaded cassette names an unknown_cassette error suggests
+# A miss message's last line (the library and the pytest plugin give their own advice instead)
+RECORD_ADVICE = ("Record it with `cassette-server serve --record-on-miss` (or `cassette-server record`), or change "
+                 "the request to match a recording.")
 
 
 @dataclass(frozen=True)
@@ -291,7 +294,8 @@ class CassetteService:
             return UnknownCassette(unknown_cassette_message(str(scope), unmatched.index))
         miss = self.explain_miss(unmatched.request, key, unmatched.take, session=unmatched.session, scope=scope,
                                  index=unmatched.index, relaxed=unmatched.relaxed)
-        log.warning("%s", miss.message)
+        # a session with options reports its own misses (the pytest plugin fails the test with them)
+        log.log(logging.INFO if unmatched.session in self.session_options else logging.WARNING, "%s", miss.message)
         return miss
 
     def lookup(self, request: ReceivedRequest, *, session: str, scope: str | None, index: Index | None = None) -> Match:
@@ -335,8 +339,7 @@ class CassetteService:
             lines.append(f"An identical request is recorded in {labels}, but this request is scoped to '{scope}'.")
         if relaxed is not None:
             lines.append(_describe_relaxations(relaxed, index, scope))
-        lines.append("Record it with `cassette-server serve --record-on-miss` (or `cassette-server record`), or change "
-                     "the request to match a recording.")
+        lines.append(RECORD_ADVICE)
         # the journal keeps the error: only a bounded part of each difference (nearmiss.NearMiss.kept)
         return CassetteMiss("\n".join(lines), near_misses=tuple(near.kept() for near in closest))
 

@@ -186,6 +186,8 @@ def test_replays_fails_on_misses_and_unused_and_leaves_other_tests_alone(suite: 
     assert "Closest recording: chat#0" in output
     assert 'messages[0].content: recorded "Say hi", received "Say bye"' in output
     assert "is test_chat.py::test_a_miss_the_code_swallowed." in output
+    assert "--cassette-record-mode=once" in output and "cassette-server serve --record-on-miss" not in output
+    assert "WARNING  cassette_server" not in output  # the failure says it: the log does not say it again
     assert "2 recorded interactions were not used from cassette 'chat':" in output
     assert "chat#1: POST /v1/chat/completions (gpt-4o-mini, \"Say hi\")" in output
     assert "chat#2: POST /v1/messages (claude-haiku-4-5, \"Say hi\")" in output
