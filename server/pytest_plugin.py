@@ -95,16 +95,31 @@ class PluginOptions:
         if record_mode not in RECORD_MODES:
             raise pytest.UsageError(f"cassette_record_mode = {record_mode!r}: expected one of {', '.join(RECORD_MODES)}")
         speed = config.getoption("cassette_speed") or config.getini("cassette_speed").strip()
-        try:
-            if float(speed) < 0:
-                raise ValueError
-        except ValueError:
-            raise pytest.UsageError(f"--cassette-speed / cassette_speed: {speed!r} is not a speed; use 0 (no "
-                                    "waiting) or a positive factor (1: as recorded)") from None
         fail_unused = config.getoption("cassette_fail_unused")
         upstream = config.getoption("cassette_upstream") or config.getini("cassette_upstream")
-        return cls(paths, record_mode, speed, bool(config.getini("cassette_fail_unused") if fail_unused is None
-                                                   else fail_unused), tuple(upstream))
+        options = cls(paths, record_mode, speed, bool(config.getini("cassette_fail_unused") if fail_unused is None
+                                                      else fail_unused), tuple(upstream))
+        options._check()
+        return options
+
+    def _check(self) -> None:
+        """A bad value is a usage error before any test runs (the parsers are imported only for
+        values that are not the defaults: a run that does not use the plugin imports nothing)."""
+        if self.speed != "0":
+            from .replay.pacing import parse_speed
+
+            try:
+                parse_speed(self.speed)
+            except ValueError as error:
+                raise pytest.UsageError(f"--cassette-speed / cassette_speed: {error}") from None
+        if self.upstream:
+            from .record.upstreams import parse_route
+
+            for route in self.upstream:
+                try:
+                    parse_route(route)
+                except ValueError as error:
+                    raise pytest.UsageError(f"--cassette-upstream / cassette_upstream: {error}") from None
 
     def settings(self) -> Settings:
         """The server's Settings: these options, and ``CASSETTE_SERVER_*`` variables for the rest

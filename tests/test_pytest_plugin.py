@@ -310,6 +310,8 @@ def test_the_plugin_module_imports_nothing_heavy() -> None:
 def test_bad_options_are_usage_errors(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_nothing(): pass")
     assert pytester.runpytest("--cassette-speed=fast").ret == pytest.ExitCode.USAGE_ERROR
+    upstream = pytester.runpytest("--cassette-upstream=api.openai.com")
+    assert upstream.ret == pytest.ExitCode.USAGE_ERROR and "is not an upstream URL" in upstream.stderr.str()
     pytester.makeini("[pytest]\ncassette_record_mode = sometimes\n")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
