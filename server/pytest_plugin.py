@@ -240,19 +240,20 @@ class _Marked:
 
     @classmethod
     def of(cls, marker: pytest.Mark | None) -> _Marked:
+        """The marker's arguments; a misused marker fails the test at setup, saying how it is used."""
         if marker is None:
             return cls()
         kwargs = dict(marker.kwargs)
         args = list(marker.args)
         if len(args) > 1 or ("name" in kwargs and args):
-            raise pytest.UsageError(f"@pytest.mark.cassette takes one cassette name, not {marker.args!r}")
+            pytest.fail(f"@pytest.mark.cassette takes one cassette name, not {marker.args!r}", pytrace=False)
         name = args[0] if args else kwargs.pop("name", None)
         unknown = set(kwargs) - {"fail_unused", "speed", "faults"}
         if unknown:
-            raise pytest.UsageError(f"@pytest.mark.cassette: unknown argument(s) {', '.join(sorted(unknown))}; it takes "
-                                    "a name, fail_unused, speed and faults")
+            pytest.fail(f"@pytest.mark.cassette: unknown argument(s) {', '.join(sorted(unknown))}; it takes a name, "
+                        "fail_unused, speed and faults", pytrace=False)
         if name is not None and not isinstance(name, str):
-            raise pytest.UsageError(f"@pytest.mark.cassette: the name is a string, not {name!r}")
+            pytest.fail(f"@pytest.mark.cassette: the name is a string, not {name!r}", pytrace=False)
         faults = kwargs.get("faults") or ()
         faults = (faults,) if isinstance(faults, str) else tuple(faults)
         return cls(name, kwargs.get("fail_unused"), kwargs.get("speed"), faults)

@@ -318,6 +318,38 @@ def test_bad_options_are_usage_errors(pytester: pytest.Pytester) -> None:
     assert "cassette_record_mode = 'sometimes'" in result.stderr.str()
 
 
+def test_a_misused_marker_fails_its_test_at_setup_saying_how_it_is_used(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_marked='''
+        import pytest
+
+
+        @pytest.mark.cassette("a", "b")
+        def test_two_names():
+            pass
+
+
+        @pytest.mark.cassette("a", colour="red")
+        def test_unknown_argument():
+            pass
+
+
+        @pytest.mark.cassette("a", faults=["rate_limit; retry_after=soon"])
+        def test_bad_fault():
+            pass
+
+
+        @pytest.mark.cassette(".hidden")
+        def test_bad_name():
+            pass
+    ''')
+    result = pytester.runpytest("-p", "no:langsmith_plugin")
+    result.assert_outcomes(errors=4)
+    output = result.stdout.str()
+    assert "takes one cassette name, not ('a', 'b')" in output and "unknown argument(s) colour" in output
+    assert "faults=['rate_limit; retry_after=soon']): retry_after: must be a number" in output
+    assert "cassette name '.hidden' has a part starting with '.'" in output
+
+
 def test_options_reach_the_server_and_the_environment_gives_the_rest(pytester: pytest.Pytester,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CASSETTE_SERVER_EXHAUSTED", "error")  # not one of the plugin's options: the variable counts
