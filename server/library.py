@@ -231,8 +231,7 @@ class CassetteServer:
         entries and fault rules of that id are reset. ``cassette`` scopes its URLs to one
         cassette; ``record`` (``off``, ``miss``, ``all``; the server must be started with
         ``record=``), ``speed`` and ``replace`` are its own options (see
-        ``CassetteService.configure_session``). Close it (or leave its ``with`` block) to remove
-        its options and fault rules."""
+        ``CassetteService.configure_session``). Close it (or leave its ``with`` block) to end it."""
         session = session if session is not None else f"session-{uuid.uuid4().hex[:12]}"
         if not SESSION_ID.fullmatch(session):
             raise ValueError(f"session id {session!r}: use 1 to 200 letters, digits, '.', '_', '~' or '-' (it is one "
@@ -383,13 +382,20 @@ class ServerSession:
         return [str(error) for failure in result.failures if failure.name == self.cassette for error in failure.errors]
 
     def close(self) -> None:
-        """Remove this session's fault rules and options (its positions and journal entries stay)."""
+        """End the session: its fault rules, options and positions go (a long run of tests would
+        otherwise keep one session each); its journal entries stay. Its ``failure()`` can still
+        be read."""
         service = self.server.service
         for rule_id in self._faults:
             service.faults.remove(rule_id)
         self._faults.clear()
-        if service.session_options.get(self.id) is self.options:
-            self.server.call(service.remove_session_options, self.id)
+
+        def end() -> None:
+            if service.session_options.get(self.id) is self.options:  # not a later session of the same id
+                service.remove_session_options(self.id)
+                service.sessions.reset(self.id)
+
+        self.server.call(end)
 
     def __enter__(self) -> ServerSession:
         return self

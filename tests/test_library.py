@@ -150,6 +150,7 @@ def test_session_faults_are_its_own_and_go_with_it() -> None:
                 faulty.fault("rate_limit", session="someone-else")
             assert faulty.failure() is None  # a fault is no miss
         assert server.service.faults.rules() == [] and "faulty" not in server.service.session_options
+        assert "faulty" not in server.service.sessions.names() and "calm" in server.service.sessions.names()
 
 
 def test_unittest_uses_it_with_setup_and_teardown() -> None:
