@@ -136,6 +136,13 @@ def test_session_options_by_the_admin_api(folder: Path) -> None:
     assert app.post("/__admin/reset").status_code == 200 and app.get("/__admin/sessions").json() == []
 
 
+def test_session_options_are_an_admin_write_a_server_exposed_without_a_token_refuses(folder: Path) -> None:
+    exposed = TestClient(create_app(Settings(paths=(folder,), host="0.0.0.0")), base_url="http://10.0.0.7:8080")
+    assert exposed.put("/__admin/sessions/job", json={"speed": 0}).status_code == 403
+    assert exposed.delete("/__admin/sessions/job").status_code == 403
+    assert exposed.get("/__admin/sessions").json() == []  # reads stay open
+
+
 def test_each_session_chooses_what_a_recording_server_forwards(folder: Path) -> None:
     standin = StandIn()
     with recording(standin, folder, paths=(folder,), record=RecordMode.MISS, speed=0) as (url, app, _):
