@@ -329,8 +329,8 @@ class ServerSession:
         """Each refused request of this session (a miss, an unknown cassette, …): the request
         and the server's message (for a miss: the closest recording and every difference). The
         first few are kept whole whatever the journal forgets; ``refused`` counts them all."""
-        return [f"{refused.request} → {refused.error.status_code} {refused.error.code}\n"
-                f"{refused.error.message.removesuffix(chr(10) + RECORD_ADVICE)}" for refused in self.options.refused]
+        return [f"{refused.request} → {refused.status} {refused.code}\n"
+                f"{refused.message.removesuffix(chr(10) + RECORD_ADVICE)}" for refused in self.options.refused]
 
     @property
     def refused(self) -> int:

@@ -188,8 +188,8 @@ def cassette(request: pytest.FixtureRequest, cassette_server: CassetteServer) ->
     try:
         session = cassette_server.session(session_id(item.nodeid), cassette=name, record=record,
                                           speed=wanted.speed, replace=replace)
-    except HTTPError as error:
-        pytest.fail(f"@pytest.mark.cassette(speed={wanted.speed!r}): {error.message}", pytrace=False)
+    except HTTPError as error:  # a speed the server refuses, more sessions than --max-sessions
+        pytest.fail(f"cassette-server refused this test's session: {error.message}", pytrace=False)
     with session:
         for spec in wanted.faults:
             try:

@@ -27,10 +27,13 @@ FIELDS = ("record", "speed", "replace")
 
 @dataclass(frozen=True)
 class Refused:
-    """A request of the session that the server answered with an error instead of a recording."""
+    """A request of the session that the server answered with an error instead of a recording:
+    what the error said, not the error (a miss's near misses can be large; the message is not)."""
 
     request: str  # method and path as sent (with any /__session/ID and /__cassette/NAME prefixes)
-    error: HTTPError
+    status: int
+    code: str
+    message: str
 
 
 @dataclass(eq=False)  # compared by identity: an object per configuration
@@ -48,7 +51,7 @@ class SessionOptions:
         """``request`` of this session was answered with ``error`` (a miss, an unknown cassette, …)."""
         self.refused_count += 1
         if len(self.refused) < KEPT_ERRORS:
-            self.refused.append(Refused(request, error))
+            self.refused.append(Refused(request, error.status_code, error.code, error.message))
 
     def to_json(self, session: str) -> dict[str, Any]:
         return {

@@ -13,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from server import Settings, create_app
-from server.errors import BadRequest, CassetteMiss, Conflict
+from server.errors import BadRequest, Conflict
 from server.record import RecordMode
 from server.service import CassetteService
 
@@ -112,8 +112,8 @@ def test_a_configured_session_keeps_its_refusals_when_the_journal_keeps_nothing(
     assert options.refused_count == 3 and app.get("/__admin/requests").json() == []
     first, _, last = options.refused
     assert first.request == "POST /__session/job/v1/chat/completions"
-    assert isinstance(first.error, CassetteMiss) and "received \"nope\"" in first.error.message
-    assert last.error.code == "unknown_cassette" == unknown.json()["error"]["code"]
+    assert (first.status, first.code) == (404, "cassette_miss") and "received \"nope\"" in first.message
+    assert last.code == "unknown_cassette" == unknown.json()["error"]["code"]
 
 
 def test_session_options_by_the_admin_api(folder: Path) -> None:
