@@ -7,7 +7,8 @@ recorder instead.
 
 Per-request controls (all optional):
     X-Cassette: NAME             only consider cassette NAME (or the URL prefix /__cassette/NAME/)
-    X-Cassette-Session: ID       keep this client's own place in repeated-request sequences
+    X-Cassette-Session: ID       keep this client's own place in repeated-request sequences (or the
+                                 URL prefix /__session/ID/, before any /__cassette/NAME/)
     X-Replay-Speed: S            override --speed for this request
     X-Replay-Fault: KIND[; …]    alter this request's answer with a fault (replay/faults.py)
 """
@@ -34,12 +35,14 @@ from .matching.index import Index
 from .matching.keys import CONTENT_TYPE
 from .matching.sessions import DEFAULT_SESSION
 from .models import Cassette, Interaction, ReceivedRequest, Recorded
+from .record import RecordMode
 from .record.recorder import Recorder, prepare_directory
 from .record.scoping import new_cassette_name
 from .replay.faults import Fault, Fired, parse_header
 from .replay.pacing import Pacing, parse_speed
 from .replay.send import Delivery, send_faulted, send_recorded
 from .service import CassetteService, Match, Unmatched
+from .session_options import SessionOptions
 from .settings import Settings
 from .watch import watch_lifespan
 
@@ -47,6 +50,7 @@ log = logging.getLogger("cassette_server")
 
 ADMIN_PREFIX = "/__admin"
 SCOPE_PREFIX = "/__cassette/"
+SESSION_PREFIX = "/__session/"
 CASSETTE_HEADER = "x-cassette"
 SESSION_HEADER = "x-cassette-session"
 SPEED_HEADER = "x-replay-speed"
@@ -60,6 +64,7 @@ class CassetteServerApp:
     def __init__(self, service: CassetteService) -> None:
         self.service = service
         self.recorder = _recorder(service) if service.settings.recording else None
+        self._record_mode = service.settings.record  # a session may choose its own (session_options.py)
         self.admin = create_admin(service, lifespan=_lifespan(service, self.recorder))
         control = (CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER, FAULT_HEADER, CONTENT_TYPE)  # content-type: form bodies
         self._wanted_headers = frozenset(name.encode("latin-1") for name in (*control, *service.rules.match_headers))
@@ -78,6 +83,15 @@ class CassetteServerApp:
         index = self.service.index  # one index for the whole request, even across a reload
         headers = _headers(scope, self._wanted_headers)
         session = headers.get(SESSION_HEADER) or DEFAULT_SESSION
+        path = scope["path"]
+        if path.startswith(SESSION_PREFIX):
+            try:
+                path, session = resolve_session(path, headers.get(SESSION_HEADER))
+            except BadRequest as error:
+                await self._refuse(error, scope, session, arrived, send)
+                return
+        options = self.service.session_options.get(session) if self.service.session_options else None
+        mode = self._record_mode if options is None or options.record is None else options.record
         try:
             body = await _read_body(receive, self._body_limit, scope)
         except _ClientGone:
@@ -86,15 +100,15 @@ class CassetteServerApp:
             await send_error(error, send)
             self._record(scope, session, arrived, error=error)
             return
-        recorder = self.recorder  # None unless recording: all that recording costs replay is this test
+        # None unless recording (the server's mode, or the session's own): all recording costs replay is this test
+        recorder = self.recorder if mode is not RecordMode.OFF else None
         try:
-            path, cassette = resolve_scope(scope["path"], headers.get(CASSETTE_HEADER), index,
-                                           new_names=recorder is not None)
+            path, cassette = resolve_scope(path, headers.get(CASSETTE_HEADER), index, new_names=recorder is not None)
             request = ReceivedRequest(scope["method"], path, scope["query_string"].decode("latin-1"), headers, body)
-            if recorder is not None and recorder.forwards_everything:
+            if recorder is not None and mode is RecordMode.ALL:
                 found = None
             else:
-                pacing = self._pacing(headers.get(SPEED_HEADER))
+                pacing = self._pacing(headers.get(SPEED_HEADER), options)
                 header_fault = self._header_fault(headers.get(FAULT_HEADER))
                 found = self.service.match(request, session=session, scope=cassette, index=index)
             if isinstance(found, Unmatched) and recorder is None:
@@ -102,17 +116,16 @@ class CassetteServerApp:
                 error = await asyncio.to_thread(self.service.explain, found)
                 raise error
         except HTTPError as error:
-            await send_error(error, send)
-            self._record(scope, session, arrived, error=error)
+            await self._refuse(error, scope, session, arrived, send)
             return
         except Exception as error:  # a bug of ours: still answer in the JSON error shape
             log.exception("internal error while matching %s %s", scope["method"], scope["path"])
             internal = HTTPError(f"cassette-server internal error: {error!r}; please report it")
-            await send_error(internal, send)
-            self._record(scope, session, arrived, error=internal)
+            await self._refuse(internal, scope, session, arrived, send)
             return
         if not isinstance(found, Match):  # recording: nothing to replay (a miss, or `record`)
-            await self._forward(scope, send, request, cassette, session, arrived)
+            replacing = options.replaced if options is not None and options.replace else None
+            await self._forward(scope, send, request, cassette, session, arrived, replacing)
             return
         delivery = fired = None
         faults = self.service.faults
@@ -134,22 +147,28 @@ class CassetteServerApp:
             self._record(scope, session, arrived, match=found, delivery=delivery, fault=fired)
 
     async def _forward(self, scope: Scope, send: Send, request: ReceivedRequest, cassette: str | None, session: str,
-                       arrived: float) -> None:
-        """Record: the recorder answers (or raises before answering: then the error is sent here)."""
+                       arrived: float, replacing: set[Path] | None) -> None:
+        """Record: the recorder answers (or raises before answering: then the error is sent here).
+        ``replacing``: the session starts each cassette afresh (the files it has started so far)."""
         assert self.recorder is not None
         try:
-            recorded = await self.recorder.forward(scope, send, request=request, cassette=cassette, session=session)
+            recorded = await self.recorder.forward(scope, send, request=request, cassette=cassette, session=session,
+                                                   replacing=replacing)
         except HTTPError as error:
-            await send_error(error, send)
-            self._record(scope, session, arrived, error=error)
+            await self._refuse(error, scope, session, arrived, send)
             return
         except Exception as error:  # raised before the answer started (the recorder says so)
             log.exception("internal error while recording %s %s", scope["method"], scope["path"])
             internal = HTTPError(f"cassette-server internal error while recording: {error!r}; please report it")
-            await send_error(internal, send)
-            self._record(scope, session, arrived, error=internal)
+            await self._refuse(internal, scope, session, arrived, send)
             return
         self._record(scope, session, arrived, recorded=recorded)
+
+    async def _refuse(self, error: HTTPError, scope: Scope, session: str, arrived: float, send: Send) -> None:
+        """Answer with ``error``, journaled (and counted for its session) before the answer
+        goes out: a test that looks right after its request finds it there."""
+        self._record(scope, session, arrived, error=error)
+        await send_error(error, send)
 
     def _record(
         self, scope: Scope, session: str, arrived: float, *, match: Match | None = None,
@@ -157,6 +176,8 @@ class CassetteServerApp:
         fault: Fired | None = None,
     ) -> None:
         """Add the finished request to the journal (one small record; nothing is computed here)."""
+        if error is not None and self.service.session_options:  # kept apart from the journal, which forgets
+            self.service.note_refused(session, f"{scope['method']} {scope['path']}", error)
         journal = self.service.journal
         if not journal.enabled:
             return
@@ -184,9 +205,9 @@ class CassetteServerApp:
             recorded=recorded,
         ))
 
-    def _pacing(self, speed_header: str | None) -> Pacing:
+    def _pacing(self, speed_header: str | None, options: SessionOptions | None) -> Pacing:
         if speed_header is None:
-            return self.service.pacing
+            return options.pacing if options is not None and options.pacing is not None else self.service.pacing
         try:
             speed = parse_speed(speed_header)
         except ValueError as error:
@@ -283,23 +304,46 @@ def _lifespan(service: CassetteService, recorder: Recorder | None) -> Callable[[
     return lifespan
 
 
+def resolve_session(path: str, header: str | None) -> tuple[str, str]:
+    """(the rest of the path, session) from a ``/__session/ID/…`` prefix, the URL form of the
+    X-Cassette-Session header for clients that only take a base URL. The ID is one path segment;
+    a header naming another session is a BadRequest."""
+    session, slash, rest = path[len(SESSION_PREFIX) :].partition("/")
+    if not session:
+        raise BadRequest(f"the URL prefix {SESSION_PREFIX}ID/ names no session; put a session id after it, like "
+                         f"{SESSION_PREFIX}job-7/v1/chat/completions")
+    if header and header != session:
+        raise BadRequest(f"the URL prefix names session '{session}' but the X-Cassette-Session header names "
+                         f"'{header}'; use one")
+    return slash + rest or "/", session
+
+
 def resolve_scope(path: str, header: str | None, index: Index, *, new_names: bool = False) -> tuple[str, str | None]:
     """(path to match, cassette scope) from a ``/__cassette/NAME/…`` prefix or the X-Cassette
     header. Names may contain ``/``: the longest loaded name that prefixes the path wins. When
-    no loaded name does, the first segment is taken as the name: the lookup then answers
-    ``unknown_cassette``; while recording (``new_names``), the prefix names a new cassette
-    (``record.scoping.new_cassette_name``)."""
+    no loaded name does, the prefix names the cassette as a recording would (the segments before
+    the first API version segment, ``record.scoping.new_cassette_name``): the lookup then answers
+    ``unknown_cassette``, and while recording (``new_names``) that is the new cassette."""
     if not path.startswith(SCOPE_PREFIX):
         return path, header or None
     rest = path[len(SCOPE_PREFIX) :]
     name = _longest_loaded_prefix(rest, index)
     if name is None and not new_names:
-        name = rest.split("/", 1)[0]
+        name = _unknown_name(rest)
     else:
         name = name or new_cassette_name(rest)
         if header and header != name:
             raise BadRequest(f"the URL prefix names cassette '{name}' but the X-Cassette header names '{header}'; use one")
     return rest[len(name) :] or "/", name
+
+
+def _unknown_name(rest: str) -> str:
+    """The name a prefix gives a cassette that is not loaded, for the unknown_cassette answer: as
+    a recording would name it (``team/chat`` in ``team/chat/v1/messages``), else its first segment."""
+    try:
+        return new_cassette_name(rest)
+    except BadRequest:  # no name a file could have: the answer names it as sent
+        return rest.split("/", 1)[0]
 
 
 def _longest_loaded_prefix(rest: str, index: Index) -> str | None:

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from .errors import BadRequest, CassetteLoadError, CassetteMiss, Conflict, InvalidCassette, UnknownCassette
+from .errors import (
+    BadRequest,
+    CassetteLoadError,
+    CassetteMiss,
+    Conflict,
+    HTTPError,
+    InvalidCassette,
+    UnknownCassette,
+)
 from .journal import Journal
 from .loader import LoadResult, load_bytes, load_paths
 from .matching.index import Index, Take, key_of
@@ -23,8 +31,10 @@ from .matching.relaxations import RELAXATION_NAMES, RelaxedFind
 from .matching.sessions import DEFAULT_SESSION, Recording, Sessions
 from .memory import Trimmer
 from .models import Cassette, Interaction, ReceivedRequest
+from .record import RecordMode
 from .replay.faults import Faults
 from .replay.pacing import Pacing
+from .session_options import SessionOptions, checked_speed
 from .settings import Settings
 from .storage import cassette_file, write_whole
 
@@ -33,6 +43,9 @@ log = logging.getLogger("cassette_server")
 _SHOWN_DIFFERENCES = 8
 JOURNALED_NEAR_MISSES = 3  # closest recordings a miss carries (the message shows the first)
 CLOSE_NAMES = 3  # loaded cassette names an unknown_cassette error suggests
+# A miss message's last line (the library and the pytest plugin give their own advice instead)
+RECORD_ADVICE = ("Record it with `cassette-server serve --record-on-miss` (or `cassette-server record`), or change "
+                 "the request to match a recording.")
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,8 @@ class CassetteService:
         self.trimmer = Trimmer()  # gives what the journal forgets back to the system
         self.journal = Journal(settings.journal_size, settings.journal_max_bytes, on_release=self.trimmer.soon)
         self.faults = Faults(settings.startup_faults())  # fault rules: POST /__admin/faults, --fault
+        # options sessions set for themselves (PUT /__admin/sessions/ID, the pytest plugin); empty: replay never looks
+        self.session_options: dict[str, SessionOptions] = {}
         self._reload_lock = threading.Lock()  # admin calls and the file watcher may reload at once
         self._put_files: dict[Path, int] = {}  # file written by PUT or recording → its mtime (ns) right after
         self.reload()
@@ -147,11 +162,48 @@ class CassetteService:
         self.sessions.adopt(index.changed, index.sequence)
 
     def reset(self, session: str | None = None) -> None:
-        """Rewind sequence positions and usage counts, forget journal entries and fault rules
-        added since startup (re-arming the startup ones), of every session or of one."""
+        """Rewind sequence positions and usage counts, forget journal entries, session options
+        and fault rules added since startup (re-arming the startup ones), of every session or of one."""
         self.sessions.reset(session)
         self.journal.clear(session)
         self.faults.reset(session)
+        if session is None:
+            self.session_options.clear()
+        else:
+            self.session_options.pop(session, None)
+
+    def configure_session(self, session: str, *, record: RecordMode | None = None, speed: float | None = None,
+                          replace: bool = False) -> SessionOptions:
+        """Set ``session``'s own options, in place of any it had: its record mode (None: the
+        server's; a mode that forwards needs a server started in a record mode, which has the
+        upstream client), its speed (None: --speed), and ``replace`` (record 'all' only: the first
+        interaction the session records into a cassette replaces that cassette's old ones, so a
+        session that records nothing leaves the file as it was). From then on the session's
+        refused requests are kept (``SessionOptions.refused``). Raises BadRequest or Conflict."""
+        if record not in (None, RecordMode.OFF) and not self.settings.recording:
+            raise Conflict(f"session '{session}' cannot record: this server was started without recording, so it has "
+                           "no upstream to forward to; start it with --record-on-miss (or CASSETTE_SERVER_RECORD=miss)")
+        if replace and record is not RecordMode.ALL:
+            raise BadRequest("replace: only a session that records everything (record 'all') replaces its cassettes")
+        try:
+            pacing = None if speed is None else Pacing(checked_speed(speed), self.settings.event_interval)
+        except ValueError as error:
+            raise BadRequest(str(error)) from None
+        if session not in self.session_options and len(self.session_options) >= self.settings.max_sessions:
+            raise Conflict(f"{len(self.session_options)} sessions have options already, the most this server keeps "
+                           "(--max-sessions); remove some with DELETE /__admin/sessions/ID or POST /__admin/reset")
+        options = self.session_options[session] = SessionOptions(record, pacing, replace)
+        return options
+
+    def remove_session_options(self, session: str) -> SessionOptions | None:
+        """The session follows the server's options again; returns the options it had."""
+        return self.session_options.pop(session, None)
+
+    def note_refused(self, session: str, request: str, error: HTTPError) -> None:
+        """``request`` of ``session`` was refused with ``error``: kept when the session has options."""
+        options = self.session_options.get(session)
+        if options is not None:
+            options.note(request, error)
 
     def put_cassette(self, name: str, text: bytes) -> tuple[Cassette, bool, LoadResult]:
         """Validate cassette text, write it as cassette ``name`` under the first cassette
@@ -244,7 +296,8 @@ class CassetteService:
             return UnknownCassette(unknown_cassette_message(str(scope), unmatched.index))
         miss = self.explain_miss(unmatched.request, key, unmatched.take, session=unmatched.session, scope=scope,
                                  index=unmatched.index, relaxed=unmatched.relaxed)
-        log.warning("%s", miss.message)
+        # a session with options reports its own misses (the pytest plugin fails the test with them)
+        log.log(logging.INFO if unmatched.session in self.session_options else logging.WARNING, "%s", miss.message)
         return miss
 
     def lookup(self, request: ReceivedRequest, *, session: str, scope: str | None, index: Index | None = None) -> Match:
@@ -288,8 +341,7 @@ class CassetteService:
             lines.append(f"An identical request is recorded in {labels}, but this request is scoped to '{scope}'.")
         if relaxed is not None:
             lines.append(_describe_relaxations(relaxed, index, scope))
-        lines.append("Record it with `cassette-server serve --record-on-miss` (or `cassette-server record`), or change "
-                     "the request to match a recording.")
+        lines.append(RECORD_ADVICE)
         # the journal keeps the error: only a bounded part of each difference (nearmiss.NearMiss.kept)
         return CassetteMiss("\n".join(lines), near_misses=tuple(near.kept() for near in closest))
 

@@ -42,6 +42,7 @@ from .guards import (
     log_admin_access,
     read_limited,
 )
+from .sessions import add_session_routes
 from .views import (
     cassette_summary,
     failure_summary,
@@ -224,6 +225,7 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
         return {"status": "ok", **load_report(service.reload())}
 
     add_fault_routes(admin, service)
+    add_session_routes(admin, service)
     return admin
 
 

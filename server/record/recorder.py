@@ -72,10 +72,12 @@ class Recorder:
         return self.forwarder.running()
 
     async def forward(self, scope: Mapping[str, Any], send: Send, *, request: ReceivedRequest, cassette: str | None,
-                      session: str) -> Recorded:
+                      session: str, replacing: set[Path] | None = None) -> Recorded:
         """Forward ``request`` and pass the answer to ``send``; record it into ``cassette`` (the
-        request's scope) or the default cassette. Raises an HTTPError (UpstreamError, BadRequest)
-        before anything is sent; once the answer has started, every outcome is returned."""
+        request's scope) or the default cassette. ``replacing``: the session starts each cassette
+        afresh, and these are the files it has started so far (``CassetteWriter.append``). Raises an
+        HTTPError (UpstreamError, BadRequest) before anything is sent; once the answer has started,
+        every outcome is returned."""
         name = cassette or self.default_cassette
         self.writer.file_of(name)  # a name that cannot be a file is refused before the upstream is asked
         headers = _decoded_headers(scope["headers"])
@@ -102,13 +104,13 @@ class Recorder:
         try:
             return await self._pass_on(answer, send, request, name=name, url=recorded_url, headers=headers,
                                        http_version=scope.get("http_version", "1.1"), session=session,
-                                       scoped_to=cassette)
+                                       scoped_to=cassette, replacing=replacing)
         finally:
             await answer.close()
 
     async def _pass_on(self, answer: UpstreamAnswer, send: Send, request: ReceivedRequest, *, name: str, url: str,
                        headers: list[tuple[str, str]], http_version: str, session: str,
-                       scoped_to: str | None) -> Recorded:
+                       scoped_to: str | None, replacing: set[Path] | None) -> Recorded:
         """Pass the answer on, holding back its end; write it; then let the end go."""
         what = f"{request.method} {request.path}"
         outcome = Recorded(name, url, answer.status, answer.duration_ns / 1e9)
@@ -155,7 +157,7 @@ class Recorder:
 
         try:
             exchange = self._exchange(answer, request, url, headers, http_version, chunks, arrivals)
-            interaction = await asyncio.to_thread(self.writer.append, name, exchange, publish)
+            interaction = await asyncio.to_thread(self.writer.append, name, exchange, publish, replacing)
         except RecordingFailed as error:
             log.error("%s: could not record into cassette '%s': %s; the client's answer is cut, so it is not taken "
                       "for recorded", what, name, error)

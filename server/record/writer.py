@@ -95,18 +95,28 @@ class CassetteWriter:
         loaded = self.loaded_file(name)
         return Path(loaded) if loaded is not None else cassette_path(self.directory, name)
 
-    def append(self, name: str, exchange: Exchange, publish: Callable[[Cassette], None]) -> Interaction:
+    def append(self, name: str, exchange: Exchange, publish: Callable[[Cassette], None],
+               replacing: set[Path] | None = None) -> Interaction:
         """Write ``exchange`` as the next interaction of cassette ``name`` and hand the cassette,
         as now on disk, to ``publish`` (still under the file's lock, so cassettes are published
-        in the order they were written). Returns the new interaction. Raises RecordingFailed."""
+        in the order they were written). Returns the new interaction. Raises RecordingFailed.
+
+        ``replacing`` re-records from scratch: unless the file is in it already, the cassette's
+        old interactions are dropped (its format and syntax kept) and the file is added to it
+        once written. So the old file is only replaced by a recording that happened; one that
+        records nothing leaves it as it was."""
         try:
             path = self.file_of(name)
         except HTTPError as error:
             raise RecordingFailed(error.message) from None
         where = path.resolve()  # one file, however its path is spelled: one lock, one state
         holder = self._lock_for(where)
-        with holder.lock:
-            cassette = self._append(name, path, where, exchange)
+        with holder.lock:  # the check and the first write of a replacement, too, are one step
+            if replacing is not None and where not in replacing:
+                cassette = self._rewrite(name, path, where, exchange, fresh=True)
+                replacing.add(where)
+            else:
+                cassette = self._append(name, path, where, exchange)
             publish(cassette)
         return cassette.interactions[-1]
 
@@ -124,10 +134,15 @@ class CassetteWriter:
             return self._append_text(name, path, where, exchange, written)
         return self._rewrite(name, path, where, exchange)
 
-    def _rewrite(self, name: str, path: Path, where: Path, exchange: Exchange) -> Cassette:
-        """Write the whole cassette again from its parsed data, with the new interaction."""
+    def _rewrite(self, name: str, path: Path, where: Path, exchange: Exchange, *, fresh: bool = False) -> Cassette:
+        """Write the whole cassette again from its parsed data, with the new interaction;
+        ``fresh``: with only the new interaction."""
         file = str(path)
         data, fmt, syntax, before = self._read(name, path)
+        if fresh:
+            self._written.pop(where, None)
+            self._recorded.pop(where, None)  # repeats are counted in the new recording only
+            data, before = {**data, "interactions": []}, None
         interactions = list(data.get("interactions") or [])
         new_id = fmt.next_id(interactions)
         new, key = self._new_interaction(fmt, exchange, new_id, where, len(interactions))
