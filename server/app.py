@@ -97,8 +97,7 @@ class CassetteServerApp:
         except _ClientGone:
             return
         except TooLarge as error:  # the server then reads and drops the rest, so the client sees the answer
-            await send_error(error, send)
-            self._record(scope, session, arrived, error=error)
+            await self._refuse(error, scope, session, arrived, send)
             return
         # None unless recording (the server's mode, or the session's own): all recording costs replay is this test
         recorder = self.recorder if mode is not RecordMode.OFF else None
