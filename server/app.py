@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from .admin.routes import create_admin
-from .errors import BadRequest, HTTPError, TooLarge
+from .errors import BadRequest, CassetteMiss, HTTPError, TooLarge
 from .journal import JournalEntry, Outcome
 from .matching.index import Index
 from .matching.keys import CONTENT_TYPE
@@ -44,6 +44,7 @@ from .replay.send import Delivery, send_faulted, send_recorded
 from .service import CassetteService, Match, Unmatched
 from .session_options import SessionOptions
 from .settings import Settings
+from .tally import Tally
 from .watch import watch_lifespan
 
 log = logging.getLogger("cassette_server")
@@ -65,7 +66,8 @@ class CassetteServerApp:
         self.service = service
         self.recorder = _recorder(service) if service.settings.recording else None
         self._record_mode = service.settings.record  # a session may choose its own (session_options.py)
-        self.admin = create_admin(service, lifespan=_lifespan(service, self.recorder))
+        self.tally = Tally()  # the summary lines that stand in for an access log (tally.py)
+        self.admin = create_admin(service, lifespan=_lifespan(service, self.recorder, self.tally))
         control = (CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER, FAULT_HEADER, CONTENT_TYPE)  # content-type: form bodies
         self._wanted_headers = frozenset(name.encode("latin-1") for name in (*control, *service.rules.match_headers))
         # replay reads a body up to --max-body-size; recording forwards and writes it: --max-cassette-size too
@@ -175,6 +177,16 @@ class CassetteServerApp:
         fault: Fired | None = None,
     ) -> None:
         """Add the finished request to the journal (one small record; nothing is computed here)."""
+        tally = self.tally
+        if match is not None:
+            tally.served += 1
+        elif recorded is not None:
+            tally.recorded += 1
+        elif isinstance(error, CassetteMiss):
+            tally.missed += 1
+        else:
+            tally.refused += 1
+        tally.tick()
         if error is not None and self.service.session_options:  # kept apart from the journal, which forgets
             self.service.note_refused(session, f"{scope['method']} {scope['path']}", error)
         journal = self.service.journal
@@ -289,16 +301,19 @@ def _recorder(service: CassetteService) -> Recorder:
                     control_headers=(CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER, FAULT_HEADER))
 
 
-def _lifespan(service: CassetteService, recorder: Recorder | None) -> Callable[[Any], AbstractAsyncContextManager[None]]:
-    """What runs from startup to shutdown: the file watcher (--watch), the upstream client (recording)."""
+def _lifespan(service: CassetteService, recorder: Recorder | None,
+              tally: Tally) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """What runs from startup to shutdown: the file watcher (--watch), the upstream client
+    (recording); at shutdown, the last summary of the requests answered."""
     watching = watch_lifespan(service)
-    if recorder is None:
-        return watching
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        async with watching(app), recorder.running():
-            yield
+        async with watching(app), (recorder.running() if recorder is not None else nullcontext()):
+            try:
+                yield
+            finally:
+                tally.log()
 
     return lifespan
 

@@ -163,7 +163,7 @@ def serve(settings: Settings) -> int:
         return 1
     with _sigterm_ends_cleanly():
         uvicorn.run(app, host=settings.host, port=settings.port, log_config=log_config,
-                    log_level=settings.log_level, **UVICORN_OPTIONS)
+                    log_level=settings.log_level, access_log=settings.access_log, **UVICORN_OPTIONS)
     return 0
 
 
@@ -258,6 +258,8 @@ UVICORN_OPTIONS: dict[str, Any] = {
     "timeout_graceful_shutdown": 5,
     # A request uvicorn cannot parse is refused in the JSON error shape, like every other error.
     "http": JsonErrorsProtocol,
+    # Nothing reads the client's address from X-Forwarded-For: skip the middleware that would.
+    "proxy_headers": False,
 }
 
 

@@ -273,7 +273,8 @@ class CassetteService:
         index = index if index is not None else self.index
         if scope is not None and scope not in index.by_name:
             return Unmatched(request, session, scope, index)
-        key = self.rules.key(request.method, request.path, request.query, request.header, request.body)
+        key = self.rules.key(request.method, request.path, request.query, request.header, request.body,
+                             index.known_bodies)
         take = index.take(key, session=session, scope=scope)
         if take.interaction is not None:
             return Match(take.interaction, take.repeated, session=session, recording=take.recording)

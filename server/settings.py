@@ -230,6 +230,11 @@ class Settings:
         Option("--log-level", "log verbosity", _log_level, "{" + ",".join(LOG_LEVELS) + "}"),
         "info",
     )
+    access_log: bool = _option(
+        Option("--access-log", "log one line per request (uvicorn's access log); without it, a summary line "
+               "every 1,000 requests and at shutdown (the journal keeps each request either way)", switch=True),
+        False,
+    )
     # Recording (README "Recording"): `serve --record-on-miss` and the `record` command.
     record: RecordMode = _option(
         Option("--record-on-miss", "forward a request that matches no recording to the upstream, pass the answer "

@@ -23,6 +23,7 @@ from server.settings import Settings
 
 from .conftest import BUNDLED, ROOT, interaction
 
+REQUEST_BODY = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'  # conftest.interaction's
 BAD_YAML = "version: 2\ninteractions:\n- id: 0\n  request: [unclosed\n"
 
 
@@ -280,3 +281,23 @@ def test_list_reports_files_it_cannot_load(write_cassette, cassette_dir: Path, c
     assert main(["list", str(cassette_dir)]) == 1
     captured = capsys.readouterr()
     assert "ok " in captured.out and captured.err.startswith(f"cannot load {bad}:5: invalid YAML")
+
+
+def test_no_access_log_by_default_but_a_summary_at_shutdown(write_cassette, cassette_dir: Path) -> None:
+    write_cassette("good", interaction())
+    with server(str(cassette_dir)) as (url, process):
+        assert httpx.post(url + "/v1/chat/completions", content=REQUEST_BODY).status_code == 200
+        assert httpx.post(url + "/v1/chat/completions", content=b'{"not": "recorded"}').status_code == 404
+        process.terminate()
+        output = process.stdout.read()
+    assert '"POST /v1/chat/completions HTTP/1.1" 200' not in output  # uvicorn's access line
+    assert "Requests so far: 2 (1 served from recordings, 1 missed, 0 refused)" in output
+
+
+def test_access_log_brings_the_per_request_lines_back(write_cassette, cassette_dir: Path) -> None:
+    write_cassette("good", interaction())
+    with server(str(cassette_dir), "--access-log") as (url, process):
+        assert httpx.post(url + "/v1/chat/completions", content=REQUEST_BODY).status_code == 200
+        process.terminate()
+        output = process.stdout.read()
+    assert '"POST /v1/chat/completions HTTP/1.1" 200' in output

@@ -193,3 +193,20 @@ def test_an_index_built_from_the_previous_one_answers_like_a_fresh_one(write_cas
         assert idx.relaxed.find(key(path="/v1/embeddings")).recorded is None
     assert old.relaxed.find(key(path="/messages")).recorded is not None  # the old index is left as it was
     assert [i.label for i in old.peek(key())] == ["a#0", "b#0", "c#0"]
+
+
+def test_a_body_sent_as_recorded_is_keyed_without_parsing_it(write_cassette, cassette_dir, monkeypatch) -> None:
+    recorded = '{"model": "m",  "messages": [{"role": "user", "content": "hi"}]}'  # not canonical JSON
+    form = b"--b\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nx\r\n--b--\r\n"
+    write_cassette("c", interaction(recorded),
+                   interaction(form, request_headers={"Content-Type": ["multipart/form-data; boundary=b"]}))
+    rules = MatchRules()
+    index = Index(load_paths([cassette_dir]).cassettes, rules, Exhausted.ERROR)
+    assert list(index.known_bodies) == [recorded.encode()]  # JSON bodies only: a form's key depends on its headers
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(MatchRules, "body_key", never)
+    key = rules.key("POST", "/v1/chat/completions", "", lambda name: None, recorded.encode(), index.known_bodies)
+    assert index.take(key).interaction.id == 0

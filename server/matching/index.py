@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..models import Cassette, Interaction
-from .keys import MatchKey, MatchRules
+from .keys import BodyKey, MatchKey, MatchRules
 from .relaxations import RelaxedIndex
 from .sessions import DEFAULT_SESSION, Recording, SequenceRef, Sessions
 
@@ -82,6 +82,9 @@ class Index:
         self._by_cassette: dict[str, tuple[RecordedSequence, ...]] = dict(base._by_cassette) if base else {}
         self._sequences: dict[MatchKey, tuple[RecordedSequence, ...]] = dict(base._sequences) if base else {}
         self._scoped: dict[SequenceRef, RecordedSequence] = dict(base._scoped) if base else {}
+        # recorded JSON bodies as recorded → their body keys (MatchRules.key): a pure function of
+        # the bytes under these rules, so entries of cassettes gone since are still right
+        self.known_bodies: dict[bytes, BodyKey] = dict(base.known_bodies) if base else {}
         gone = [name for name in previous.by_name if name not in kept] if previous else []
         fresh = [cassette for cassette in self.cassettes if cassette.name not in kept]
         removed = [sequence for name in gone for sequence in self._remove(name)] if base else []
@@ -108,6 +111,9 @@ class Index:
         grouped: dict[MatchKey, list[Interaction]] = {}
         for key, interaction in zip(keys, cassette.interactions):
             grouped.setdefault(key, []).append(interaction)
+            body = interaction.request.body
+            if key[4] is not body and isinstance(key[4], bytes):  # re-serialised: a JSON body (not a form, not bytes)
+                self.known_bodies[body] = key[4]
         sequences = [RecordedSequence.of(cassette.name, key, interactions) for key, interactions in grouped.items()]
         self._keys[cassette.name] = keys
         self._by_cassette[cassette.name] = tuple(sequences)

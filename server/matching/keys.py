@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 from urllib.parse import parse_qsl, unquote
@@ -67,14 +67,23 @@ class MatchRules:
             exact_body=exact_body,
         )
 
-    def key(self, method: str, path: str, query: str, header: Callable[[str], str | None], body: bytes) -> MatchKey:
-        """The index key of a request. ``path`` must already be percent-decoded."""
+    def key(self, method: str, path: str, query: str, header: Callable[[str], str | None], body: bytes,
+            known_bodies: Mapping[bytes, BodyKey] | None = None) -> MatchKey:
+        """The index key of a request. ``path`` must already be percent-decoded. ``known_bodies``
+        (the index's: recorded JSON bodies → their body keys) saves parsing and re-serialising a
+        body sent exactly as it was recorded, which is what a client replaying its own recording
+        sends."""
+        if self.exact_body:
+            body_key: BodyKey = body
+        else:
+            known = known_bodies.get(body) if known_bodies else None
+            body_key = known if known is not None else self.body_key(body, header(CONTENT_TYPE))
         return (
             method.upper(),
             path,
             normalise_query(query),
-            tuple(header(name) for name in self.match_headers),
-            body if self.exact_body else self.body_key(body, header(CONTENT_TYPE)),
+            tuple(header(name) for name in self.match_headers) if self.match_headers else (),
+            body_key,
         )
 
     def body_key(self, body: bytes, content_type: str | None = None) -> BodyKey:

@@ -55,9 +55,14 @@ async def send_recorded(
     The Delivery says whether the client went away before the headers were due (nothing was
     sent) or during the body, and how many pieces it got.
     """
+    delay = arrived + pacing.header_delay(response) - asyncio.get_running_loop().time()
+    if delay <= 0 and (response.kind is BodyKind.WHOLE or not pacing.waits_between(response)):
+        # nothing to wait for at all (speed 0, most often): no listener for the client either
+        await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
+        await send({"type": "http.response.body", "body": response.body})
+        return Delivery(started=True, pieces=len(response.chunks), complete=True)
     client = _Client(receive)
     try:
-        delay = arrived + pacing.header_delay(response) - asyncio.get_running_loop().time()
         if not await client.stays(delay):
             return Delivery(started=False)
         await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
