@@ -81,7 +81,7 @@ class CassetteServerApp:
             await self.admin(scope, receive, send)
 
     async def replay(self, scope: Scope, receive: Receive, send: Send) -> None:
-        arrived = asyncio.get_running_loop().time()
+        arrived = time.monotonic()  # the clock replay's deadlines are on (replay/send.py)
         index = self.service.index  # one index for the whole request, even across a reload
         headers = _headers(scope, self._wanted_headers)
         session = headers.get(SESSION_HEADER) or DEFAULT_SESSION
@@ -194,7 +194,7 @@ class CassetteServerApp:
             return
         if error is not None:
             error.__traceback__ = None  # its frames would keep the request's index alive after a reload
-        took = asyncio.get_running_loop().time() - arrived
+        took = time.monotonic() - arrived
         interaction = match.interaction if match else recorded.interaction if recorded else None
         outcome = _outcome(delivery) if match else None
         journal.add(JournalEntry(

@@ -58,7 +58,7 @@ class FakeServer:
             loop = asyncio.get_running_loop()
             if self.leave_in is not None:
                 loop.call_later(self.leave_in, self.gone.set)
-            return await send_recorded(response, pacing, loop.time(), {"type": "http"}, self.receive, self.send)
+            return await send_recorded(response, pacing, time.monotonic(), {"type": "http"}, self.receive, self.send)
 
         start = time.monotonic()
         delivery = asyncio.run(run())
@@ -151,9 +151,8 @@ def faulted(response: RecordedResponse, spec: str, *, pacing: Pacing = Pacing(sp
 
     async def run() -> Delivery:
         send = cycle.send if transport else server.send
-        loop = asyncio.get_running_loop()
         return await send_faulted(recorded(response), "/v1/messages", Fired(parse_header(spec), "f1"), pacing,
-                                  loop.time(), {"type": "http"}, server.receive, send)
+                                  time.monotonic(), {"type": "http"}, server.receive, send)
 
     start = time.monotonic()
     delivery = asyncio.run(run())
@@ -197,7 +196,7 @@ def test_a_client_leaving_during_a_stall() -> None:
         loop = asyncio.get_running_loop()
         loop.call_later(0.2, server.gone.set)
         return await send_faulted(recorded(sse()), "/v1/messages", Fired(parse_header("stall; seconds=10"), "f1"),
-                                  Pacing(speed=0), loop.time(), {"type": "http"}, server.receive, server.send)
+                                  Pacing(speed=0), time.monotonic(), {"type": "http"}, server.receive, server.send)
 
     start = time.monotonic()
     delivery = asyncio.run(run())

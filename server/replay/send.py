@@ -17,6 +17,7 @@ above never looks at faults.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,20 +51,20 @@ class Delivery:
 async def send_recorded(
     response: RecordedResponse, pacing: Pacing, arrived: float, scope: Scope, receive: Receive, send: Send
 ) -> Delivery:
-    """Send ``response``; ``arrived`` is the request's arrival on the event loop's clock.
+    """Send ``response``; ``arrived`` is the request's arrival on ``time.monotonic()``.
 
     The Delivery says whether the client went away before the headers were due (nothing was
     sent) or during the body, and how many pieces it got.
     """
-    delay = arrived + pacing.header_delay(response) - asyncio.get_running_loop().time()
-    if delay <= 0 and (response.kind is BodyKind.WHOLE or not pacing.waits_between(response)):
+    due = arrived + pacing.header_delay(response)
+    if due <= time.monotonic() and (response.kind is BodyKind.WHOLE or not pacing.waits_between(response)):
         # nothing to wait for at all (speed 0, most often): no listener for the client either
         await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
         await send({"type": "http.response.body", "body": response.body})
         return Delivery(started=True, pieces=len(response.chunks), complete=True)
     client = _Client(receive)
     try:
-        if not await client.stays(delay):
+        if not await client.stays_until(due):
             return Delivery(started=False)
         await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
         if response.kind is BodyKind.WHOLE or not pacing.waits_between(response):
@@ -80,10 +81,9 @@ async def send_recorded(
 async def _send_paced(response: RecordedResponse, pacing: Pacing, client: _Client, send: Send) -> int:
     """Send each piece at its offset from the headers, then end the body; stop at once when the
     client leaves (also while waiting). Returns the number of pieces handed to the server."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
+    start = time.monotonic()
     for position, piece in enumerate(response.chunks):
-        if not await client.stays(start + pacing.chunk_offset(response, position) - loop.time()):
+        if not await client.stays_until(start + pacing.chunk_offset(response, position)):
             return position
         await send({"type": "http.response.body", "body": piece, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -117,8 +117,7 @@ async def send_faulted(
         if fault.kind is Kind.DISCONNECT:
             await _close_connection(send, client)
             return Delivery(started=False, replaced_by=NO_RESPONSE)
-        delay = arrived + pacing.header_delay(response) - asyncio.get_running_loop().time()
-        if not await client.stays(delay):
+        if not await client.stays_until(arrived + pacing.header_delay(response)):
             return Delivery(started=False)
         await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
         return await _send_altered(response, fired, pacing, client, send)
@@ -136,11 +135,10 @@ async def _send_altered(response: RecordedResponse, fired: Fired, pacing: Pacing
         pieces = pieces[: fault.after_events]
     elif fault.kind is Kind.TRUNCATE:
         pieces = [response.body[: fault.after_bytes]]
-    loop = asyncio.get_running_loop()
-    start = loop.time()
+    start = time.monotonic()
     for position, piece in enumerate(pieces):
         due = start + pacing.chunk_offset(response, position) + (fault.seconds if position >= stall_at else 0.0)
-        if not await client.stays(due - loop.time()):
+        if not await client.stays_until(due):
             return Delivery(started=True, pieces=position)
         if piece:
             await send({"type": "http.response.body", "body": piece, "more_body": True})
@@ -192,38 +190,68 @@ def _transport_of(send: Send) -> Any:
 
 
 class _Client:
-    """The client of one response, as far as leaving goes: a single pending ``receive()`` that
+    """The client of one response, as far as leaving goes: one pending ``receive()`` that
     completes with ``http.disconnect`` when it goes away. Created at the first real wait, so a
-    response that never waits costs no task."""
+    response that never waits costs no task.
+
+    A wait is a plain ``asyncio.sleep`` (one timer, as cheap as waiting gets: a paced stream waits
+    once per event, thousands of streams at a time); when the client leaves during a wait, the
+    listener's callback cancels the waiting task, and the wait returns False. Deadlines are on
+    ``time.monotonic()``, not the loop's clock: uvloop's ``loop.time()`` is the time the current
+    loop turn started, in milliseconds, so under load a deadline computed from it comes early.
+    """
 
     def __init__(self, receive: Receive) -> None:
         self._receive = receive
         self._listener: asyncio.Future[Message] | None = None
+        self._waiting: asyncio.Task[Any] | None = None  # the task in a wait, to wake when the client leaves
         self.left = False
 
     async def stays(self, seconds: float) -> bool:
-        """Wait ``seconds`` (none when <= 0) unless the client leaves first; False at once when
-        it has left (now or before).
+        """Wait ``seconds`` (none when <= 0) unless the client leaves first (see ``stays_until``)."""
+        return await self.stays_until(time.monotonic() + seconds)
 
-        The request body has been read, so the next ASGI message should be ``http.disconnect``;
-        anything else is ignored.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while not self.left:
-            if self._listener is not None and self._listener.done():
-                message = self._listener.result()
-                self._listener = None
-                self.left = message["type"] == "http.disconnect"
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return True
-            if self._listener is None:
-                self._listener = asyncio.ensure_future(self._receive())
-            await asyncio.wait({self._listener}, timeout=remaining)
-        return False
+    async def stays_until(self, deadline: float) -> bool:
+        """Wait until ``deadline`` (``time.monotonic()``), never less, unless the client leaves
+        first; False at once when it has left (now or before)."""
+        if self.left:
+            return False
+        if deadline <= time.monotonic():
+            return True
+        if self._listener is None:
+            self._listen()
+        task = asyncio.current_task()
+        self._waiting = task
+        try:
+            while (remaining := deadline - time.monotonic()) > 0 and not self.left:
+                await asyncio.sleep(remaining)  # a timer may fire a little early: then wait the rest
+        except asyncio.CancelledError:
+            if not self.left:  # cancelled for another reason (the server stopping): not ours to keep
+                raise
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+: the cancellation was ours, and is over
+            if uncancel is not None:
+                uncancel()
+        finally:
+            self._waiting = None
+        return not self.left
+
+    def _listen(self) -> None:
+        self._listener = asyncio.ensure_future(self._receive())
+        self._listener.add_done_callback(self._heard)
+
+    def _heard(self, listener: asyncio.Future[Message]) -> None:
+        """The listener's answer: the request body has been read, so the next ASGI message should
+        be ``http.disconnect``; anything else is ignored (and the listening goes on)."""
+        if listener.cancelled():
+            return
+        if listener.exception() is None and listener.result()["type"] != "http.disconnect":
+            self._listen()
+            return
+        self.left = True
+        if self._waiting is not None:
+            self._waiting.cancel()
 
     def stop_listening(self) -> None:
         if self._listener is not None and not self._listener.done():
+            self._listener.remove_done_callback(self._heard)
             self._listener.cancel()
