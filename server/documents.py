@@ -108,7 +108,7 @@ def _parse_yaml(text: bytes, *, file: str) -> Document:
     loader = CassetteLoader(text)
     try:
         node = loader.get_single_node()
-        if node is not None:
+        if node is not None and _MAY_HAVE_ANCHOR.search(text):  # no anchor, no alias: nothing to expand
             _check_aliases(node, limit=_EXPANSION_FACTOR * len(text) + _EXPANSION_ALLOWANCE, file=file)
             keep_sent_text(node)
         data = loader.construct_document(node) if node is not None else None
@@ -147,6 +147,10 @@ def _unreadable_text(error: yaml.reader.ReaderError, text: bytes) -> str:
 # the data they expand to stays within a multiple of the file's own size.
 _EXPANSION_FACTOR = 16
 _EXPANSION_ALLOWANCE = 1_000_000
+# An anchor (``&name``) starts a node: at a line's start or after a space, ``[``, ``{`` or ``,``.
+# The walk that sizes aliases is a third of a large file's parse time, and most files have no
+# anchor; an ``&`` inside text (a URL's query) is not preceded so, and a false alarm only walks.
+_MAY_HAVE_ANCHOR = re.compile(rb"(?:^|[\s\[{,])&\S", re.MULTILINE)
 
 
 def _check_aliases(root: yaml.Node, *, limit: int, file: str) -> None:

@@ -20,6 +20,7 @@ cassettes that changed); a request pays for the relaxations only when its strict
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -147,12 +148,19 @@ def relax(key: MatchKey, stage: int) -> MatchKey:
 
 def relaxed_forms(key: MatchKey) -> list[MatchKey]:
     """``relax(key, stage)`` for every stage, in one pass (each stage rewrites the one before)."""
+    method, _, _, headers, body = key
+    return [(method, path, query, headers, body) for path, query in _rewrites(key[1], key[2])]
+
+
+@functools.lru_cache(maxsize=4096)
+def _rewrites(path: str, query: Query) -> tuple[tuple[str, Query], ...]:
+    """(path, query) after each cumulative stage. Cached: recordings share a few endpoints, so a
+    corpus of thousands is relaxed in a handful of rewrites (the cache holds no body)."""
     forms = []
-    path, query = key[1], key[2]
     for relaxation in RELAXATIONS:
         path, query = relaxation.rewrite(path, query)
-        forms.append((key[0], path, query, key[3], key[4]))
-    return forms
+        forms.append((path, query))
+    return tuple(forms)
 
 
 class RelaxedIndex:
