@@ -16,11 +16,11 @@ EVERY = 1000
 class Tally:
     """Requests served from a recording, missed, refused otherwise, and forwarded to record."""
 
-    __slots__ = ("served", "missed", "refused", "recorded", "_next")
+    __slots__ = ("served", "missed", "refused", "recorded", "_left")
 
     def __init__(self) -> None:
         self.served = self.missed = self.refused = self.recorded = 0
-        self._next = EVERY
+        self._left = EVERY  # requests until the next summary line
 
     @property
     def total(self) -> int:
@@ -28,8 +28,9 @@ class Tally:
 
     def tick(self) -> None:
         """Called once a request is counted: the summary line when ``EVERY`` more have come."""
-        if self.total >= self._next:
-            self._next += EVERY
+        self._left -= 1
+        if not self._left:
+            self._left = EVERY
             self.log()
 
     def log(self) -> None:
