@@ -108,8 +108,9 @@ def _parse_yaml(text: bytes, *, file: str) -> Document:
     loader = CassetteLoader(text)
     try:
         node = loader.get_single_node()
-        if node is not None and _MAY_HAVE_ANCHOR.search(text):  # no anchor, no alias: nothing to expand
-            _check_aliases(node, limit=_EXPANSION_FACTOR * len(text) + _EXPANSION_ALLOWANCE, file=file)
+        if node is not None:
+            if _MAY_HAVE_ANCHOR.search(text):  # no anchor, no alias: nothing to expand
+                _check_aliases(node, limit=_EXPANSION_FACTOR * len(text) + _EXPANSION_ALLOWANCE, file=file)
             keep_sent_text(node)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as error:
