@@ -23,12 +23,14 @@ import stat
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from .documents import parse_document
-from .errors import CassetteLoadError, InvalidCassette
+from .errors import CassetteLoadError
 from .formats import parse_cassette
 from .models import Cassette
+from .parallel_load import load_files
 
 CASSETTE_SUFFIXES = (".yaml", ".yml", ".json")
 COMPRESSED_SUFFIXES = (".yaml.gz", ".yml.gz")  # gzip-compressed YAML (LangChain's persister)
@@ -81,26 +83,30 @@ def load_paths(
     file larger than ``max_file_size`` bytes (once decompressed) is a load error.
     """
     reuse = reuse or {}
-    cassettes: list[Cassette] = []
     failures: list[LoadFailure] = []
-    names: dict[str, str] = {}
+    wanted: list[tuple[str, str, Cassette | None]] = []  # (name, file, the cassette kept from before)
     for name, file, found_in_directory in discover(paths, failures):
         before = reuse.get(file)
         if before is not None and before.name != name:
             before = None
         if before is None and found_in_directory and not may_be_cassette(Path(file)):
             continue
+        wanted.append((name, file, before))
+    loaded = load_files([(name, file) for name, file, before in wanted if before is None],
+                        partial(_load_named, max_size=max_file_size))
+    cassettes: list[Cassette] = []
+    names: dict[str, str] = {}
+    for name, file, before in wanted:
         if name in names:
             reason = f"cassette name {name!r} is already used by {names[name]}; rename one of the files"
             failures.append(LoadFailure(name, file, (CassetteLoadError(reason, file=file),)))
             continue
-        try:
-            cassettes.append(before if before is not None else load_file(Path(file), name=name, max_size=max_file_size))
+        outcome = before if before is not None else loaded[file]
+        if isinstance(outcome, Cassette):
+            cassettes.append(outcome)
             names[name] = file
-        except CassetteLoadError as error:
-            failures.append(LoadFailure(name, file, (error,)))
-        except InvalidCassette as error:
-            failures.append(LoadFailure(name, file, tuple(error.problems)))
+        else:
+            failures.append(LoadFailure(name, file, outcome))
     return LoadResult(tuple(cassettes), tuple(failures))
 
 
@@ -121,6 +127,10 @@ def may_be_cassette(path: Path) -> bool:
 def holds_json_cassette_mark(text: bytes) -> bool:
     """Whether the text of a ``.json`` file found in a directory counts as a cassette."""
     return _JSON_CASSETTE_MARK in text
+
+
+def _load_named(name: str, file: str, *, max_size: int) -> Cassette:
+    return load_file(Path(file), name=name, max_size=max_size)
 
 
 def load_file(path: Path, *, name: str, max_size: int = DEFAULT_MAX_FILE_SIZE) -> Cassette:
