@@ -23,7 +23,7 @@ from .errors import (
     UnknownCassette,
 )
 from .journal import Journal
-from .loader import LoadResult, load_bytes, load_paths
+from .loader import COMPRESSED_SUFFIXES, LoadResult, load_bytes, load_paths
 from .matching.index import Index, Take, key_of
 from .matching.keys import MatchKey, MatchRules
 from .matching.nearmiss import NearMiss, near_misses, render_difference
@@ -213,9 +213,15 @@ class CassetteService:
         target = cassette_file(directory, name, text)
         loaded = self.index.by_name.get(name)
         if loaded is not None and Path(loaded.file).resolve() != target.resolve():
+            if loaded.file.lower().endswith(COMPRESSED_SUFFIXES):
+                where = "a compressed file, which a PUT does not rewrite"
+            elif Path(loaded.file).resolve().is_relative_to(directory.resolve()):
+                where = "a file named by its own path, not by its place in the directory"
+            else:
+                where = f"outside {directory}"
             raise Conflict(
-                f"a cassette named '{name}' is already loaded from {loaded.file}, outside {directory}; "
-                f"rename or remove that file, or PUT under another name"
+                f"a cassette named '{name}' is already loaded from {loaded.file}, {where}; written to {target}, "
+                f"two files would claim the name. Rename or remove that file, or PUT under another name"
             )
         try:
             load_bytes(text, name=name, file="request body")

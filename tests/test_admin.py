@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import gc
+import gzip
 import hashlib
 import json
 import logging
@@ -375,6 +376,22 @@ def test_put_keeps_a_json_cassette_json(cassette_dir: Path, client) -> None:
     assert replaced.status_code == 200 and replaced.json()["cassette"]["file"] == str(stored)
     assert app.post("/v1/chat/completions", content=interaction()["request"]["body"]).content == b"v2"
     assert sorted(p.name for p in cassette_dir.iterdir()) == ["j.json"]
+
+
+def test_put_of_a_name_loaded_from_another_file_is_a_conflict_that_says_which(cassette_dir: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "shared.yaml").write_text(go_vcr(interaction(response_body="v1")))
+    (cassette_dir / "packed.yaml.gz").write_bytes(gzip.compress(go_vcr(interaction(chat("p"))).encode()))
+    app = TestClient(create_app(Settings(paths=(cassette_dir, elsewhere / "shared.yaml"), speed=0)), base_url=LOCAL)
+    outside = app.put("/__admin/cassettes/shared", content=go_vcr(interaction(response_body="v2")))
+    assert outside.status_code == 409
+    assert f"already loaded from {elsewhere / 'shared.yaml'}, outside {cassette_dir}" in outside.json()["error"]["message"]
+    compressed = app.put("/__admin/cassettes/packed", content=go_vcr(interaction(chat("p"), response_body="v2")))
+    message = compressed.json()["error"]["message"]
+    assert compressed.status_code == 409 and "packed.yaml.gz, a compressed file, which a PUT does not rewrite" in message
+    assert "outside" not in message
+    assert sorted(p.name for p in cassette_dir.iterdir()) == ["packed.yaml.gz"]  # nothing written beside it
 
 
 def test_put_validates_before_writing(cassette_dir: Path, client) -> None:
