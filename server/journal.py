@@ -14,8 +14,8 @@ from __future__ import annotations
 import enum
 import sys
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +40,8 @@ class Outcome(str, enum.Enum):
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs ~1 µs more on every request
 class JournalEntry:
-    """One answered request, never changed once added. ``interaction`` is None when it was not
-    served from a cassette."""
+    """One answered request, never changed once added (but for ``Journal.forget_bodies``).
+    ``interaction`` is None when it was not served from a cassette."""
 
     time: float  # wall clock (seconds since the epoch) when the request arrived
     session: str
@@ -154,6 +154,25 @@ class Journal:
         if self._released >= RELEASE_NOTICE_BYTES and self.on_release is not None:
             self._released = 0
             self.on_release()
+
+    def forget_bodies(self, cassettes: Collection[str]) -> None:
+        """Keep only who served (``Interaction.identity``) in the entries served from, recorded
+        into or nearly matching ``cassettes``: cassettes just reloaded or removed. Else the
+        journal would keep their old interactions, bodies and all, alive after the index let go
+        of them; entries are bounded in number and in their own bytes, not in those."""
+        if not cassettes:
+            return
+        for entry, _ in list(self._entries):  # a copy made at once: reloads run in threads, the loop adds entries
+            interaction = entry.interaction
+            if interaction is not None and interaction.cassette in cassettes:
+                entry.interaction = interaction.identity()
+            recorded = entry.recorded
+            if recorded is not None and recorded.interaction is not None and recorded.interaction.cassette in cassettes:
+                entry.recorded = replace(recorded, interaction=recorded.interaction.identity())
+            error = entry.error
+            if isinstance(error, CassetteMiss) and any(near.interaction.cassette in cassettes for near in error.near_misses):
+                error.near_misses = tuple(replace(near, interaction=near.interaction.identity())
+                                          if near.interaction.cassette in cassettes else near for near in error.near_misses)
 
     def entries(self, *, session: str | None = None, matched: bool | None = None, limit: int | None = None) -> list[JournalEntry]:
         """Newest first, optionally only one session's and only hits (True) or the rest (False)."""

@@ -8,7 +8,7 @@ Nothing in this module knows about HTTP frameworks.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 class BodyKind(enum.Enum):
@@ -80,6 +80,13 @@ class Interaction:
     def label(self) -> str:
         """How users name it: ``cassette#id``."""
         return f"{self.cassette}#{self.id}"
+
+    def identity(self) -> Interaction:
+        """This interaction without its headers and bodies: who it was (cassette, id, file, line,
+        method, path, status), for records that outlive its cassette (the request journal)."""
+        request, response = self.request, self.response
+        return replace(self, request=replace(request, headers=(), body=b""),
+                       response=replace(response, headers=(), body=b"", chunks=(), event_offsets=None))
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,7 @@ class CassetteService:
         index = Index(result.cassettes, self.rules, self.settings.exhausted, sessions=self.sessions, previous=previous.index)
         self.loaded = Loaded.of(result, index, previous.resolved)
         self.sessions.adopt(index.changed, index.sequence)
+        self.journal.forget_bodies(index.changed)  # the old interactions of changed cassettes can go
 
     def reset(self, session: str | None = None) -> None:
         """Rewind sequence positions and usage counts, forget journal entries, session options

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import tracemalloc
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -392,6 +393,26 @@ def test_put_of_a_name_loaded_from_another_file_is_a_conflict_that_says_which(ca
     assert compressed.status_code == 409 and "packed.yaml.gz, a compressed file, which a PUT does not rewrite" in message
     assert "outside" not in message
     assert sorted(p.name for p in cassette_dir.iterdir()) == ["packed.yaml.gz"]  # nothing written beside it
+
+
+def test_a_reload_lets_the_old_interactions_go_and_the_journal_still_names_them(write_cassette, client) -> None:
+    big = "x" * 2_000_000
+    write_cassette("big", interaction(chat("hi"), response_body=big))
+    app = client()
+    assert app.post("/v1/chat/completions", content=chat("hi")).status_code == 200
+    assert app.post("/v1/chat/completions", content=chat("hi there")).status_code == 404  # its near miss is big#0
+    [old] = app.app.service.index.by_name["big"].interactions
+    gone = weakref.ref(old)
+    del old
+    write_cassette("big", interaction(chat("hi"), response_body="small now"))
+    assert app.post("/__admin/reload").status_code == 200
+    gc.collect()
+    assert gone() is None  # the journal no longer holds the 2 MB body
+    miss, hit = app.get("/__admin/requests").json()
+    assert hit["interaction"] == "big#0" and hit["status"] == 200 and miss["status"] == 404
+    [miss] = app.get("/__admin/requests/unmatched").json()
+    assert miss["near_misses"][0]["interaction"] == "big#0" and "big.yaml:3" in miss["error"]["message"]
+    assert app.post("/v1/chat/completions", content=chat("hi")).content == b"small now"
 
 
 def test_put_validates_before_writing(cassette_dir: Path, client) -> None:
