@@ -157,7 +157,8 @@ class CassetteService:
         its sequence's new length), dropped for the others. The state of unchanged cassettes
         needs nothing: it is keyed by plain values, which the new index shares."""
         previous = self.loaded
-        index = Index(result.cassettes, self.rules, self.settings.exhausted, sessions=self.sessions, previous=previous.index)
+        index = Index(result.cassettes, self.rules, self.settings.exhausted, sessions=self.sessions, previous=previous.index,
+                      relax=not self.settings.no_relax)
         self.loaded = Loaded.of(result, index, previous.resolved)
         self.sessions.adopt(index.changed, index.sequence)
         self.journal.forget_bodies(index.changed)  # the old interactions of changed cassettes can go

@@ -12,6 +12,7 @@ from server import Settings, create_app
 from server.matching.index import Exhausted
 from server.matching.keys import MatchRules
 from server.matching.relaxations import RELAXATION_NAMES, RELAXATIONS, RelaxedIndex, relax
+from server.service import CassetteService
 
 from .conftest import interaction
 
@@ -160,6 +161,16 @@ def test_no_relax_matches_strictly(write_cassette, cassette_dir: Path) -> None:
         call(Settings(paths=(cassette_dir,), speed=0, no_relax=True), post("/chat/completions"))[0]
     assert relaxed.status_code == 200
     assert strict.status_code == 404 and "Relaxations" not in strict.json()["error"]["message"]
+
+
+def test_no_relax_builds_no_relaxed_keys_also_after_a_reload(write_cassette, cassette_dir: Path) -> None:
+    write_cassette("a", interaction())
+    relaxing, strict = (CassetteService(Settings(paths=(cassette_dir,), speed=0, no_relax=flag)) for flag in (False, True))
+    assert relaxing.index.relaxed.find(next(relaxing.index.recorded("a"))[1]).recorded is not None
+    write_cassette("b", interaction(url="https://x/v1/messages"))
+    strict.reload()
+    for name in ("a", "b"):
+        assert strict.index.relaxed.find(next(strict.index.recorded(name))[1]).recorded is None
 
 
 def test_strict_matches_win_over_relaxed_ones(write_cassette, cassette_dir: Path) -> None:
