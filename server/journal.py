@@ -155,24 +155,28 @@ class Journal:
             self._released = 0
             self.on_release()
 
-    def forget_bodies(self, cassettes: Collection[str]) -> None:
+    def forget_bodies(self, cassettes: Collection[str], still_served: Callable[[Interaction], bool]) -> None:
         """Keep only who served (``Interaction.identity``) in the entries served from, recorded
-        into or nearly matching ``cassettes``: cassettes just reloaded or removed. Else the
-        journal would keep their old interactions, bodies and all, alive after the index let go
-        of them; entries are bounded in number and in their own bytes, not in those."""
-        if not cassettes:
+        into or nearly matching an interaction of ``cassettes`` (just reloaded or removed) that
+        is no longer ``still_served``. Else the journal would keep old interactions, bodies and
+        all, alive after the index let go of them; entries are bounded in number and in their
+        own bytes, not in those."""
+        if not cassettes or not self._entries:
             return
+
+        def gone(interaction: Interaction | None) -> bool:
+            return interaction is not None and interaction.cassette in cassettes and not still_served(interaction)
+
         for entry, _ in list(self._entries):  # a copy made at once: reloads run in threads, the loop adds entries
-            interaction = entry.interaction
-            if interaction is not None and interaction.cassette in cassettes:
-                entry.interaction = interaction.identity()
+            if gone(entry.interaction):
+                entry.interaction = entry.interaction.identity()  # type: ignore[union-attr]
             recorded = entry.recorded
-            if recorded is not None and recorded.interaction is not None and recorded.interaction.cassette in cassettes:
-                entry.recorded = replace(recorded, interaction=recorded.interaction.identity())
+            if recorded is not None and gone(recorded.interaction):
+                entry.recorded = replace(recorded, interaction=recorded.interaction.identity())  # type: ignore[union-attr]
             error = entry.error
-            if isinstance(error, CassetteMiss) and any(near.interaction.cassette in cassettes for near in error.near_misses):
+            if isinstance(error, CassetteMiss) and any(gone(near.interaction) for near in error.near_misses):
                 error.near_misses = tuple(replace(near, interaction=near.interaction.identity())
-                                          if near.interaction.cassette in cassettes else near for near in error.near_misses)
+                                          if gone(near.interaction) else near for near in error.near_misses)
 
     def entries(self, *, session: str | None = None, matched: bool | None = None, limit: int | None = None) -> list[JournalEntry]:
         """Newest first, optionally only one session's and only hits (True) or the rest (False)."""

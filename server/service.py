@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -161,7 +161,7 @@ class CassetteService:
                       relax=not self.settings.no_relax)
         self.loaded = Loaded.of(result, index, previous.resolved)
         self.sessions.adopt(index.changed, index.sequence)
-        self.journal.forget_bodies(index.changed)  # the old interactions of changed cassettes can go
+        self.journal.forget_bodies(index.changed, _served_by(index))  # old interactions of changed cassettes can go
 
     def reset(self, session: str | None = None) -> None:
         """Rewind sequence positions and usage counts, forget journal entries, session options
@@ -354,6 +354,20 @@ class CassetteService:
         # the journal keeps the error: only a bounded part of each difference (nearmiss.NearMiss.kept)
         return CassetteMiss("\n".join(lines), near_misses=tuple(near.kept() for near in closest))
 
+
+
+def _served_by(index: Index) -> Callable[[Interaction], bool]:
+    """Whether ``index`` serves an interaction (that very object), each cassette's set made once."""
+    served: dict[str, frozenset[Interaction]] = {}
+
+    def serves(interaction: Interaction) -> bool:
+        name = interaction.cassette
+        if name not in served:
+            cassette = index.by_name.get(name)
+            served[name] = frozenset(cassette.interactions) if cassette is not None else frozenset()
+        return interaction in served[name]
+
+    return serves
 
 
 def _not_saved(name: str, problems: list[CassetteLoadError]) -> str:

@@ -98,3 +98,19 @@ def test_clearing_keeps_the_byte_count_right() -> None:
     assert journal.held_bytes == entry_bytes(journal.entries()[0]) and len(journal) == 1
     journal.clear()
     assert journal.held_bytes == 0
+
+
+def test_forgetting_bodies_keeps_who_served_and_spares_what_is_still_served(write_cassette, cassette_dir) -> None:
+    write_cassette("c", interaction(response_body="x" * 1000), interaction('{"b": 1}'))
+    write_cassette("other", interaction('{"o": 1}'))
+    cassettes = load_paths([cassette_dir]).cassettes
+    (first, second), (other,) = cassettes[0].interactions, cassettes[1].interactions
+    journal = Journal(10)
+    for hit in (first, second, other):
+        journal.add(entry(hit=hit))
+    journal.forget_bodies({"c"}, still_served=lambda interaction: interaction is second)
+    kept_other, kept_second, shell = (e.interaction for e in journal.entries())
+    assert kept_other is other and kept_second is second  # another cassette's, and one still served
+    assert shell is not first and shell.label == first.label and (shell.file, shell.line) == (first.file, first.line)
+    assert shell.response.status == 200 and shell.response.body == b"" and shell.request.body == b""
+    assert journal.entries()[2].to_json()["interaction"] == "c#0"
