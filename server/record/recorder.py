@@ -92,7 +92,8 @@ class Recorder:
         query = request.query
         url = origin + path + (f"?{query}" if query else "")
         recorded_url = origin + path + (f"?{redact_query(query)}" if query else "")
-        sent_headers = [(header, value) for header, value in headers if header not in self.control_headers]
+        sent_headers = [(header, value) for header, value in scope["headers"]
+                        if header.decode("latin-1").lower() not in self.control_headers]
         try:
             answer = await self.forwarder.send(request.method, url, sent_headers, request.body)
         except httpx.HTTPError as error:
