@@ -63,7 +63,7 @@ class Recorder:
         self.scrubber = Scrubber(settings.keep_headers)
         self.forwarder = Forwarder(settings.upstream_timeout)
         self.writer = CassetteWriter(directory=settings.recording_directory(), new_format=settings.format,
-                                     rules=rules, loaded_file=loaded_file)
+                                     rules=rules, loaded_file=loaded_file, max_size=settings.max_cassette_size)
         self.publish = publish
         self.control_headers = frozenset(name.lower() for name in control_headers)
 
