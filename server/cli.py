@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import io
 import logging.config
 import signal
@@ -141,11 +142,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def resolve_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
-    """The settings of a parsed command line (and the environment); `record` records everything."""
+    """The settings of a parsed command line (and the environment); `record` records everything,
+    and loads only the directory it writes to (it takes no PATH: ./cassettes is not loaded beside --out)."""
     given = vars(args)
     if args.command == "record":
         given = {**given, "record": RecordMode.ALL}
-    return Settings.resolve(given, environ)
+    settings = Settings.resolve(given, environ)
+    if args.command == "record":
+        settings = dataclasses.replace(settings, paths=(settings.recording_directory(),))
+    return settings
 
 
 def serve(settings: Settings) -> int:

@@ -48,6 +48,7 @@ class StandIn:
 
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path with query)
     sent: list[bytes] = field(default_factory=list)  # each answer's body, uncompressed, in order
+    headers: list[list[tuple[bytes, bytes]]] = field(default_factory=list)  # each request's raw headers
 
     def count(self, path: str) -> int:
         return sum(1 for _, seen in self.requests if seen.split("?")[0] == path)
@@ -63,6 +64,7 @@ class StandIn:
 
     async def _admit(self, request: Request, given_key: str | None, error: dict[str, Any]) -> Response | None:
         self.requests.append((request.method, request.url.path + (f"?{request.url.query}" if request.url.query else "")))
+        self.headers.append(request.headers.raw)
         await asyncio.sleep(HEADER_DELAY)
         if given_key != KEY:
             return self._json(request, error, status=401)

@@ -163,6 +163,14 @@ def test_recording_options_from_flags_and_the_environment() -> None:
     assert env.keep_headers == ("x-one", "x-two")
 
 
+def test_record_loads_only_the_directory_it_writes_to() -> None:
+    # `record` takes no PATH: the default ./cassettes is not loaded beside --out, or a cassette
+    # named like one there would be appended to in ./cassettes instead of under --out
+    assert settings_of("record", "--out", "recorded").paths == (Path("recorded"),)
+    assert settings_of("record", environ={"CASSETTE_SERVER_OUT": "o"}).paths == (Path("o"),)
+    assert settings_of("record").paths == (Path("cassettes"),)
+
+
 def test_recording_directory_defaults_to_the_first_cassette_directory(tmp_path: Path) -> None:
     assert Settings(paths=(tmp_path / "a.yaml", tmp_path / "new", tmp_path)).recording_directory() == tmp_path / "new"
     assert Settings(paths=(tmp_path / "a.yaml",), out=tmp_path / "o").recording_directory() == tmp_path / "o"

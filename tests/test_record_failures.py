@@ -106,6 +106,18 @@ def test_a_request_body_over_the_size_limit_is_a_413_and_not_forwarded(tmp_path:
     assert standin.requests == [] and cassette_files(tmp_path) == []
 
 
+def test_header_values_that_are_not_ascii_are_forwarded_as_sent(tmp_path: Path) -> None:
+    standin = StandIn()
+    sent = {"User-Agent": "café-app/1.0".encode(), "X-Title": b"caf\xe9"}  # UTF-8, and a latin-1 byte
+    with recording(standin, tmp_path) as (url, _, _):
+        response = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers={**AUTH, **sent})
+    assert response.status_code == 200
+    [seen] = standin.headers
+    assert (b"user-agent", sent["User-Agent"]) in seen and (b"x-title", sent["X-Title"]) in seen
+    [recorded] = yaml.safe_load((tmp_path / "recorded.yaml").read_text())["interactions"]
+    assert recorded["request"]["headers"]["User-Agent"] == ["café-app/1.0"]
+
+
 def test_serve_without_record_on_miss_never_forwards(tmp_path: Path) -> None:
     standin = StandIn()
     with running(standin.app()) as upstream:

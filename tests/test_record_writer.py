@@ -34,8 +34,10 @@ def exchange(body: bytes = b'{"ok":true}', *, request: bytes = b'{"q":1}', url: 
     )
 
 
-def writer(directory: Path, fmt: str = "go-vcr", loaded: dict[str, str] | None = None) -> CassetteWriter:
-    return CassetteWriter(directory=directory, new_format=fmt, rules=MatchRules(), loaded_file=(loaded or {}).get)
+def writer(directory: Path, fmt: str = "go-vcr", loaded: dict[str, str] | None = None,
+           max_size: int = 64 << 20) -> CassetteWriter:
+    return CassetteWriter(directory=directory, new_format=fmt, rules=MatchRules(), loaded_file=(loaded or {}).get,
+                          max_size=max_size)
 
 
 def append(target: CassetteWriter, name: str, item: Exchange) -> Cassette:
@@ -151,6 +153,18 @@ def test_a_file_that_cannot_be_written_is_a_failure_saying_why(tmp_path: Path) -
     (tmp_path / "in-the-way").write_text("a file, not a folder")
     with pytest.raises(RecordingFailed, match="cannot write cassette file"):
         append(writer(tmp_path), "in-the-way/chat", exchange())
+
+
+@pytest.mark.parametrize("fmt", ["go-vcr", "vcrpy"])
+def test_a_cassette_is_never_written_larger_than_the_server_loads(tmp_path: Path, fmt: str) -> None:
+    target = writer(tmp_path, fmt, max_size=8000)
+    append(target, "big", exchange(b"a" * 3000))
+    append(target, "big", exchange(b"b" * 3000, request=b'{"q":2}'))
+    before = (tmp_path / "big.yaml").read_bytes()
+    with pytest.raises(RecordingFailed, match="--max-cassette-size"):
+        append(target, "big", exchange(b"c" * 3000, request=b'{"q":3}'))
+    assert (tmp_path / "big.yaml").read_bytes() == before
+    assert len(load_file(tmp_path / "big.yaml", name="big", max_size=8000).interactions) == 2
 
 
 def test_a_request_recorded_again_in_one_run_is_a_deliberate_sequence(tmp_path: Path) -> None:

@@ -99,15 +99,17 @@ class Forwarder:
             self._client = None
             await client.aclose()
 
-    async def send(self, method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes) -> UpstreamAnswer:
-        """Send the request as the client sent it (its own headers, minus framing), asking for
-        the codings httpx decodes; return once the response headers are in. Raises httpx.HTTPError."""
+    async def send(self, method: str, url: str, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> UpstreamAnswer:
+        """Send the request as the client sent it (its own headers, as raw ASGI bytes so that values
+        that are not ASCII go on unchanged, minus framing), asking for the codings httpx decodes;
+        return once the response headers are in. Raises httpx.HTTPError."""
         client = self._client
         if client is None:
             raise RuntimeError("the upstream client runs in the app's lifespan; start the app with lifespan events")
-        forwarded = [(name, value) for name, value in headers if name.lower() not in _REPLACED_REQUEST_HEADERS]
-        forwarded.append(("accept-encoding", client.headers["accept-encoding"]))  # what httpx can decode here
-        sends_body = body or any(name.lower() == "content-length" for name, _ in headers)
+        forwarded = [(name, value) for name, value in headers
+                     if name.decode("latin-1").lower() not in _REPLACED_REQUEST_HEADERS]
+        forwarded.append((b"accept-encoding", client.headers["accept-encoding"].encode()))  # what httpx can decode here
+        sends_body = body or any(name.lower() == b"content-length" for name, _ in headers)
         request = httpx.Request(method, url, headers=forwarded, content=body if sends_body else None)
         sent = time.monotonic_ns()
         response = await client.send(request, stream=True)

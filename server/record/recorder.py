@@ -63,7 +63,7 @@ class Recorder:
         self.scrubber = Scrubber(settings.keep_headers)
         self.forwarder = Forwarder(settings.upstream_timeout)
         self.writer = CassetteWriter(directory=settings.recording_directory(), new_format=settings.format,
-                                     rules=rules, loaded_file=loaded_file)
+                                     rules=rules, loaded_file=loaded_file, max_size=settings.max_cassette_size)
         self.publish = publish
         self.control_headers = frozenset(name.lower() for name in control_headers)
 
@@ -92,7 +92,8 @@ class Recorder:
         query = request.query
         url = origin + path + (f"?{query}" if query else "")
         recorded_url = origin + path + (f"?{redact_query(query)}" if query else "")
-        sent_headers = [(header, value) for header, value in headers if header not in self.control_headers]
+        sent_headers = [(header, value) for header, value in scope["headers"]
+                        if header.decode("latin-1").lower() not in self.control_headers]
         try:
             answer = await self.forwarder.send(request.method, url, sent_headers, request.body)
         except httpx.HTTPError as error:

@@ -74,12 +74,14 @@ class CassetteWriter:
 
     ``directory`` holds new cassettes; ``new_format`` is the format they are written in;
     ``loaded_file`` gives the file of a cassette the server has loaded (it is appended to
-    wherever it lives); ``rules`` decide which requests are the same (for deliberate repeats).
+    wherever it lives); ``rules`` decide which requests are the same (for deliberate repeats);
+    ``max_size`` is --max-cassette-size: no file is written larger, as the server would not load it.
     """
 
     def __init__(self, *, directory: Path, new_format: str, rules: MatchRules,
-                 loaded_file: Callable[[str], str | None]) -> None:
+                 loaded_file: Callable[[str], str | None], max_size: int) -> None:
         self.directory = directory
+        self.max_size = max_size
         self.new_format = FORMATS_BY_NAME[new_format]
         self.rules = rules
         self.loaded_file = loaded_file
@@ -200,6 +202,10 @@ class CassetteWriter:
 
     def _write(self, path: Path, where: Path, text: bytes, key: MatchKey) -> None:
         """Write the file whole; ``key`` is the request now recorded in it."""
+        if len(text) > self.max_size:
+            raise RecordingFailed(f"cassette file {path} would be {len(text):,} bytes with this interaction, more than "
+                                  f"the {self.max_size:,} of --max-cassette-size, and would not load again; nothing was "
+                                  "written: record into another cassette (X-Cassette) or raise --max-cassette-size")
         try:
             write_whole(path, text)
         except HTTPError as error:  # NotWritable: says why and what to change
