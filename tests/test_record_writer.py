@@ -5,6 +5,8 @@ concurrent writers, and refusals that leave the file as it was."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -250,3 +252,26 @@ def test_a_file_changed_by_someone_else_is_read_again_before_appending(tmp_path:
     cassette = append(target, "shared", exchange(b'{"second":2}', request=b'{"q":2}'))
     assert [i.response.body for i in cassette.interactions] == [b'{"edited":1}', b'{"second":2}']
     assert [i.response.body for i in load_file(file, name="shared").interactions] == [b'{"edited":1}', b'{"second":2}']
+
+
+_WRITER_PROCESS = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from tests.test_record_writer import append, exchange, writer
+target = writer(Path(sys.argv[1]))
+for n in range(25):
+    append(target, "shared", exchange(request=f'{{"q":"{sys.argv[2]}-{n}"}}'.encode()))
+"""
+
+
+def test_two_processes_recording_into_one_cassette_lose_nothing(tmp_path: Path) -> None:
+    """Two servers (or pytest-xdist workers) writing one cassette: each reads the file as the
+    other left it, so every interaction is there once, under its own id."""
+    root = str(Path(__file__).resolve().parent.parent)
+    writers = [subprocess.Popen([sys.executable, "-c", _WRITER_PROCESS, str(tmp_path), name, root]) for name in "ab"]
+    assert [process.wait(timeout=120) for process in writers] == [0, 0]
+    cassette = load_file(tmp_path / "shared.yaml", name="shared")
+    bodies = sorted(interaction.request.body.decode() for interaction in cassette.interactions)
+    assert bodies == sorted(f'{{"q":"{name}-{n}"}}' for name in "ab" for n in range(25))
+    assert sorted(interaction.id for interaction in cassette.interactions) == list(range(50))

@@ -25,11 +25,17 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: writers in one process still take turns
+    fcntl = None  # type: ignore[assignment]
 
 from ..documents import dump_document, parse_document
 from ..errors import CassetteLoadError, HTTPError, InvalidCassette
@@ -54,6 +60,26 @@ class _FileLock:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+
+
+@contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    """An exclusive advisory lock (flock) on ``directory`` across processes, for one read,
+    change and write of a cassette in it: each writer reads the file as the other left it, so
+    no interaction is lost and ids stay unique. The directory, not the file: a new cassette's
+    file does not exist yet, and no lock file is left beside the cassettes. Where flock is
+    missing (Windows) or the directory cannot be opened, only this process's lock holds."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        if fcntl is not None:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
 
 
 @dataclass(frozen=True)
@@ -113,7 +139,9 @@ class CassetteWriter:
             raise RecordingFailed(error.message) from None
         where = path.resolve()  # one file, however its path is spelled: one lock, one state
         holder = self._lock_for(where)
-        with holder.lock:  # the check and the first write of a replacement, too, are one step
+        # the check and the first write of a replacement, too, are one step; other processes
+        # recording into the same directory (pytest-xdist workers, two servers) wait too
+        with holder.lock, _directory_lock(self.directory if where.is_relative_to(self.directory.resolve()) else where.parent):
             if replacing is not None and where not in replacing:
                 cassette = self._rewrite(name, path, where, exchange, fresh=True)
                 replacing.add(where)
