@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -179,8 +179,7 @@ def cassette(request: pytest.FixtureRequest, cassette_server: CassetteServer) ->
     from .errors import HTTPError
 
     item = request.node
-    marker = item.get_closest_marker(MARKER)
-    wanted = _Marked.of(marker)
+    wanted = _Marked.of(item.iter_markers(MARKER))
     options: PluginOptions = request.config.stash[_OPTIONS]
     name = wanted.name or default_cassette_name(item)
     _check_name(name)
@@ -239,24 +238,35 @@ class _Marked:
     faults: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, marker: pytest.Mark | None) -> _Marked:
-        """The marker's arguments; a misused marker fails the test at setup, saying how it is used."""
-        if marker is None:
-            return cls()
+    def of(cls, markers: Iterable[pytest.Mark]) -> _Marked:
+        """The markers' arguments, closest first (test, class, module): each argument comes from
+        the closest marker that gives it, so a test's ``cassette(speed=1)`` keeps its module's
+        cassette name. A misused marker fails the test at setup, saying how it is used."""
+        given: dict[str, Any] = {}
+        for marker in markers:
+            for argument, value in cls._arguments(marker).items():
+                given.setdefault(argument, value)
+        faults = given.get("faults") or ()
+        faults = (faults,) if isinstance(faults, str) else tuple(faults)
+        return cls(given.get("name"), given.get("fail_unused"), given.get("speed"), faults)
+
+    @staticmethod
+    def _arguments(marker: pytest.Mark) -> dict[str, Any]:
+        """The arguments one marker gives (None: not given)."""
         kwargs = dict(marker.kwargs)
         args = list(marker.args)
         if len(args) > 1 or ("name" in kwargs and args):
             pytest.fail(f"@pytest.mark.cassette takes one cassette name, not {marker.args!r}", pytrace=False)
-        name = args[0] if args else kwargs.pop("name", None)
-        unknown = set(kwargs) - {"fail_unused", "speed", "faults"}
+        if args:
+            kwargs["name"] = args[0]
+        unknown = set(kwargs) - {"name", "fail_unused", "speed", "faults"}
         if unknown:
             pytest.fail(f"@pytest.mark.cassette: unknown argument(s) {', '.join(sorted(unknown))}; it takes a name, "
                         "fail_unused, speed and faults", pytrace=False)
+        name = kwargs.get("name")
         if name is not None and not isinstance(name, str):
             pytest.fail(f"@pytest.mark.cassette: the name is a string, not {name!r}", pytrace=False)
-        faults = kwargs.get("faults") or ()
-        faults = (faults,) if isinstance(faults, str) else tuple(faults)
-        return cls(name, kwargs.get("fail_unused"), kwargs.get("speed"), faults)
+        return {argument: value for argument, value in kwargs.items() if value is not None}
 
 
 def default_cassette_name(item: pytest.Item) -> str:

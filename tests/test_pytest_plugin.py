@@ -350,6 +350,42 @@ def test_a_misused_marker_fails_its_test_at_setup_saying_how_it_is_used(pytester
     assert "cassette name '.hidden' has a part starting with '.'" in output
 
 
+def test_markers_on_a_module_a_class_and_a_test_combine_the_closest_giving_each_argument(
+        pytester: pytest.Pytester) -> None:
+    (pytester.path / "tests" / "cassettes").mkdir(parents=True)
+    (pytester.path / "tests" / "cassettes" / "chat.yaml").write_text(go_vcr(openai_chat("Say hi", "Hi!")))
+    pytester.makepyfile(test_layered='''
+        import pytest
+
+        pytestmark = pytest.mark.cassette("chat", faults=["rate_limit"])
+
+
+        def kinds(cassette):
+            return [rule.spec.fault.kind.value for rule in cassette.server.service.faults.rules()]
+
+
+        @pytest.mark.cassette(speed=1)
+        def test_keeps_the_module_name_and_faults(cassette):
+            assert cassette.cassette == "chat" and cassette.options.pacing.speed == 1
+            assert kinds(cassette) == ["rate_limit"]
+
+
+        @pytest.mark.cassette(fail_unused=True)
+        def test_fails_on_the_module_cassette_left_unused(cassette):
+            pass
+
+
+        @pytest.mark.cassette("other", faults=[])
+        class TestOther:
+            @pytest.mark.cassette(speed=1)
+            def test_takes_the_class_name_and_no_faults(self, cassette):
+                assert cassette.cassette == "other" and kinds(cassette) == []
+    ''')
+    result = pytester.runpytest("-p", "no:langsmith_plugin", "-rA")
+    result.assert_outcomes(passed=2, failed=1)
+    assert "1 recorded interaction was not used from cassette 'chat'" in result.stdout.str()
+
+
 def test_options_reach_the_server_and_the_environment_gives_the_rest(pytester: pytest.Pytester,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CASSETTE_SERVER_EXHAUSTED", "error")  # not one of the plugin's options: the variable counts
