@@ -326,6 +326,12 @@ class ServerSession:
         self._faults.append(rule.id)
         return rule.to_json()
 
+    def rules(self) -> list[dict[str, Any]]:
+        """This session's fault rules as ``GET /__admin/faults`` lists them: how often each
+        fired, and the seed of a rule with a probability (the server's choice when none was given)."""
+        mine = set(self._faults)
+        return [rule.to_json() for rule in self.server.service.faults.rules() if rule.id in mine]
+
     def misses(self) -> list[str]:
         """Each refused request of this session (a miss, an unknown cassette, …): the request
         and the server's message (for a miss: the closest recording and every difference). The

@@ -217,7 +217,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     try:
         result = yield
     except BaseException:
-        found = check.after_call(fail_unused=False)
+        found = "\n\n".join(filter(None, (check.after_call(fail_unused=False), check.seeds())))
         if found:
             item.add_report_section("call", "cassette-server", found)
         raise
@@ -325,6 +325,14 @@ class _Check:
         found = self._message(self.session.failure(fail_unused=fail_unused), since=0)
         self.seen = self.session.refused
         return found
+
+    def seeds(self) -> str | None:
+        """The seeds the test's fault rules with a probability drew with, so that a failure can be
+        repeated (the server chooses one when the rule gives none)."""
+        lines = [f"fault rule {rule['id']} ({rule['kind']}, probability {rule['probability']:g}) drew with seed "
+                 f"{rule['seed']}: add seed={rule['seed']} to its rule to draw the same on every run"
+                 for rule in self.session.rules() if rule["probability"] is not None]
+        return "\n".join(lines) or None
 
     def late(self) -> str | None:
         """Refusals after the call (requests from fixture teardowns)."""

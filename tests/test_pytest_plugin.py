@@ -7,6 +7,7 @@ scenarios: a subprocess costs seconds."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -191,6 +192,26 @@ def test_replays_fails_on_misses_and_unused_and_leaves_other_tests_alone(suite: 
     assert "2 recorded interactions were not used from cassette 'chat':" in output
     assert "chat#1: POST /v1/chat/completions (gpt-4o-mini, \"Say hi\")" in output
     assert "chat#2: POST /v1/messages (claude-haiku-4-5, \"Say hi\")" in output
+
+
+def test_a_failed_test_shows_the_seeds_its_fault_rules_drew_with(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_flaky='''
+        import pytest
+
+        from clients import ask
+
+
+        @pytest.mark.cassette("chat", faults=["rate_limit; probability=1", "server_error; probability=0.5; seed=7"])
+        def test_unlucky():
+            ask("Say hi")
+    ''')
+    result = run(suite)
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    assert "RateLimitError" in output and "cassette-server" in output
+    seed = re.search(r"fault rule f1 \(rate_limit, probability 1\) drew with seed (\d+): add seed=\1 to its rule", output)
+    assert seed is not None, output
+    assert "fault rule f2 (server_error, probability 0.5) drew with seed 7" in output
 
 
 def test_xdist_workers_each_replay_from_the_start_and_the_flag_fails_unused(suite: pytest.Pytester) -> None:
