@@ -149,12 +149,25 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A marked test gets the ``cassette`` fixture first, so fixtures it requests after see the
-    environment pointing at the server."""
+    """A marked test gets the ``cassette`` fixture before its other function-scoped fixtures, so
+    they see the environment pointing at the server; and after its wider-scoped ones (pytest
+    lists those first), so a session fixture that sets a key sets it before ``cassette`` looks."""
     for item in items:
         names = getattr(item, "fixturenames", None)
-        if names is not None and MARKER not in names and item.get_closest_marker(MARKER) is not None:
-            item.fixturenames = [MARKER, *names]  # type: ignore[attr-defined]  # a new list: parametrized tests share one
+        if names is not None and item.get_closest_marker(MARKER) is not None:
+            others = [name for name in names if name != MARKER]
+            position = _first_function_scoped(item, others)
+            item.fixturenames = [*others[:position], MARKER, *others[position:]]  # type: ignore[attr-defined]  # a new list: parametrized tests share one
+
+
+def _first_function_scoped(item: pytest.Item, names: list[str]) -> int:
+    """Where the function-scoped fixtures start among ``names`` (pytest sorts them widest scope first)."""
+    definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    for position, name in enumerate(names):
+        found = definitions.get(name)
+        if not found or found[-1].scope == "function":
+            return position
+    return len(names)
 
 
 # --- fixtures ----------------------------------------------------------------------------------

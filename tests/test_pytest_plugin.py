@@ -194,6 +194,45 @@ def test_replays_fails_on_misses_and_unused_and_leaves_other_tests_alone(suite: 
     assert "chat#2: POST /v1/messages (claude-haiku-4-5, \"Say hi\")" in output
 
 
+def test_a_marked_test_gets_its_variables_after_wider_fixtures_and_before_its_own(suite: pytest.Pytester) -> None:
+    suite.makeconftest('''
+        import os
+
+        import pytest
+
+
+        @pytest.fixture(scope="session", autouse=True)
+        def test_key():
+            os.environ.setdefault("OPENAI_API_KEY", "sk-from-conftest")
+
+
+        @pytest.fixture
+        def base_url():
+            return os.environ.get("OPENAI_BASE_URL")
+    ''')
+    suite.makepyfile(test_order='''
+        import os
+
+        import pytest
+
+
+        @pytest.mark.cassette("chat")
+        def test_marked_first():  # the session's fixture sets the key before the placeholder is considered
+            assert os.environ["OPENAI_API_KEY"] == "sk-from-conftest"
+
+
+        @pytest.mark.cassette("chat")
+        def test_marked(base_url, cassette):
+            assert base_url == cassette.openai_base_url
+            assert os.environ["OPENAI_API_KEY"] == "sk-from-conftest"
+
+
+        def test_after():
+            assert os.environ.get("OPENAI_API_KEY") == "sk-from-conftest"
+    ''')
+    run(suite).assert_outcomes(passed=3)
+
+
 def test_a_failed_test_shows_the_seeds_its_fault_rules_drew_with(suite: pytest.Pytester) -> None:
     suite.makepyfile(test_flaky='''
         import pytest
