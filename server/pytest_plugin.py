@@ -204,6 +204,9 @@ def cassette(request: pytest.FixtureRequest, cassette_server: CassetteServer) ->
         pytest.fail(f"cassette-server refused this test's session: {error.message}", pytrace=False)
     with session:
         for spec in wanted.faults:
+            if not isinstance(spec, str):
+                pytest.fail(f"@pytest.mark.cassette(faults=[{spec!r}]): a rule is text in the --fault syntax, such as "
+                            "'rate_limit; times=1' (cassette.fault(kind, **params) takes a rule's fields)", pytrace=False)
             try:
                 session.fault_spec(spec)
             except ValueError as error:

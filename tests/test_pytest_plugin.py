@@ -401,13 +401,19 @@ def test_a_misused_marker_fails_its_test_at_setup_saying_how_it_is_used(pytester
         @pytest.mark.cassette(".hidden")
         def test_bad_name():
             pass
+
+
+        @pytest.mark.cassette("a", faults=[{"kind": "rate_limit", "times": 1}])
+        def test_a_json_rule():
+            pass
     ''')
     result = pytester.runpytest("-p", "no:langsmith_plugin")
-    result.assert_outcomes(errors=4)
+    result.assert_outcomes(errors=5)
     output = result.stdout.str()
     assert "takes one cassette name, not ('a', 'b')" in output and "unknown argument(s) colour" in output
     assert "faults=['rate_limit; retry_after=soon']): retry_after: must be a number" in output
     assert "cassette name '.hidden' has a part starting with '.'" in output
+    assert "faults=[{'kind': 'rate_limit', 'times': 1}]): a rule is text in the --fault syntax" in output
 
 
 def test_markers_on_a_module_a_class_and_a_test_combine_the_closest_giving_each_argument(
