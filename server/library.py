@@ -43,6 +43,7 @@ from .app import SCOPE_PREFIX, SESSION_PREFIX, CassetteServerApp, create_app
 from .catalog import unused
 from .cli import UVICORN_OPTIONS
 from .errors import HTTPError
+from .models import Interaction
 from .record import RecordMode
 from .replay.faults import FaultRuleError, RuleSpec, parse_rule, parse_spec
 from .service import RECORD_ADVICE, CassetteService
@@ -187,8 +188,7 @@ class CassetteServer:
         if cassette is not None and cassette not in index.by_name:
             return []
         usage = index.usage()
-        return [interaction_details(interaction, usage.get(interaction, {}))
-                for interaction in unused(index, usage, session=session, cassette=cassette)]
+        return _details(unused(index, usage, session=session, cassette=cassette), usage)
 
     def reset(self, session: str | None = None) -> None:
         """``POST /__admin/reset``: rewind positions, clear the journal, session options and the
@@ -259,6 +259,7 @@ class ServerSession:
         self.cassette = cassette
         self.options = options
         self._faults: list[str] = []  # rule ids this session added
+        self._left: list[Interaction] | None = None  # what it left unused when it closed (its positions go)
 
     @property
     def url(self) -> str:
@@ -325,6 +326,12 @@ class ServerSession:
         self._faults.append(rule.id)
         return rule.to_json()
 
+    def rules(self) -> list[dict[str, Any]]:
+        """This session's fault rules as ``GET /__admin/faults`` lists them: how often each
+        fired, and the seed of a rule with a probability (the server's choice when none was given)."""
+        mine = set(self._faults)
+        return [rule.to_json() for rule in self.server.service.faults.rules() if rule.id in mine]
+
     def misses(self) -> list[str]:
         """Each refused request of this session (a miss, an unknown cassette, …): the request
         and the server's message (for a miss: the closest recording and every difference). The
@@ -341,6 +348,8 @@ class ServerSession:
         the session has no cassette, or it is not loaded)."""
         if self.cassette is None:
             return []
+        if self._left is not None:
+            return _details(self._left, self.server.service.index.usage())
         return self.server.unused(session=self.id, cassette=self.cassette)
 
     def failure(self, *, fail_unused: bool = False, since: int = 0) -> str | None:
@@ -383,8 +392,8 @@ class ServerSession:
 
     def close(self) -> None:
         """End the session: its fault rules, options and positions go (a long run of tests would
-        otherwise keep one session each); its journal entries stay. Its ``failure()`` can still
-        be read."""
+        otherwise keep one session each); its journal entries stay. Its ``failure()`` and
+        ``unused()`` can still be read (what it left unused is kept as it was when it closed)."""
         service = self.server.service
         for rule_id in self._faults:
             service.faults.remove(rule_id)
@@ -392,6 +401,9 @@ class ServerSession:
 
         def end() -> None:
             if service.session_options.get(self.id) is self.options:  # not a later session of the same id
+                index = service.index
+                if self.cassette in index.by_name:  # what it left unused, before its positions go
+                    self._left = unused(index, index.usage(), session=self.id, cassette=self.cassette)
                 service.remove_session_options(self.id)
                 service.sessions.reset(self.id)
 
@@ -405,6 +417,10 @@ class ServerSession:
 
     def __repr__(self) -> str:
         return f"ServerSession({self.id!r}, cassette={self.cassette!r})"
+
+
+def _details(interactions: Iterable[Interaction], usage: Mapping[Interaction, Mapping[str, int]]) -> list[dict[str, Any]]:
+    return [interaction_details(interaction, usage.get(interaction, {})) for interaction in interactions]
 
 
 def _unused_text(cassette: str, left: list[dict[str, Any]]) -> str:

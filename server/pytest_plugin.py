@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -149,12 +149,25 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A marked test gets the ``cassette`` fixture first, so fixtures it requests after see the
-    environment pointing at the server."""
+    """A marked test gets the ``cassette`` fixture before its other function-scoped fixtures, so
+    they see the environment pointing at the server; and after its wider-scoped ones (pytest
+    lists those first), so a session fixture that sets a key sets it before ``cassette`` looks."""
     for item in items:
         names = getattr(item, "fixturenames", None)
-        if names is not None and MARKER not in names and item.get_closest_marker(MARKER) is not None:
-            item.fixturenames = [MARKER, *names]  # type: ignore[attr-defined]  # a new list: parametrized tests share one
+        if names is not None and item.get_closest_marker(MARKER) is not None:
+            others = [name for name in names if name != MARKER]
+            position = _first_function_scoped(item, others)
+            item.fixturenames = [*others[:position], MARKER, *others[position:]]  # type: ignore[attr-defined]  # a new list: parametrized tests share one
+
+
+def _first_function_scoped(item: pytest.Item, names: list[str]) -> int:
+    """Where the function-scoped fixtures start among ``names`` (pytest sorts them widest scope first)."""
+    definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    for position, name in enumerate(names):
+        found = definitions.get(name)
+        if not found or found[-1].scope == "function":
+            return position
+    return len(names)
 
 
 # --- fixtures ----------------------------------------------------------------------------------
@@ -179,8 +192,7 @@ def cassette(request: pytest.FixtureRequest, cassette_server: CassetteServer) ->
     from .errors import HTTPError
 
     item = request.node
-    marker = item.get_closest_marker(MARKER)
-    wanted = _Marked.of(marker)
+    wanted = _Marked.of(item.iter_markers(MARKER))
     options: PluginOptions = request.config.stash[_OPTIONS]
     name = wanted.name or default_cassette_name(item)
     _check_name(name)
@@ -192,6 +204,9 @@ def cassette(request: pytest.FixtureRequest, cassette_server: CassetteServer) ->
         pytest.fail(f"cassette-server refused this test's session: {error.message}", pytrace=False)
     with session:
         for spec in wanted.faults:
+            if not isinstance(spec, str):
+                pytest.fail(f"@pytest.mark.cassette(faults=[{spec!r}]): a rule is text in the --fault syntax, such as "
+                            "'rate_limit; times=1' (cassette.fault(kind, **params) takes a rule's fields)", pytrace=False)
             try:
                 session.fault_spec(spec)
             except ValueError as error:
@@ -218,7 +233,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     try:
         result = yield
     except BaseException:
-        found = check.after_call(fail_unused=False)
+        found = "\n\n".join(filter(None, (check.after_call(fail_unused=False), check.seeds())))
         if found:
             item.add_report_section("call", "cassette-server", found)
         raise
@@ -239,24 +254,35 @@ class _Marked:
     faults: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, marker: pytest.Mark | None) -> _Marked:
-        """The marker's arguments; a misused marker fails the test at setup, saying how it is used."""
-        if marker is None:
-            return cls()
+    def of(cls, markers: Iterable[pytest.Mark]) -> _Marked:
+        """The markers' arguments, closest first (test, class, module): each argument comes from
+        the closest marker that gives it, so a test's ``cassette(speed=1)`` keeps its module's
+        cassette name. A misused marker fails the test at setup, saying how it is used."""
+        given: dict[str, Any] = {}
+        for marker in markers:
+            for argument, value in cls._arguments(marker).items():
+                given.setdefault(argument, value)
+        faults = given.get("faults") or ()
+        faults = (faults,) if isinstance(faults, str) else tuple(faults)
+        return cls(given.get("name"), given.get("fail_unused"), given.get("speed"), faults)
+
+    @staticmethod
+    def _arguments(marker: pytest.Mark) -> dict[str, Any]:
+        """The arguments one marker gives (None: not given)."""
         kwargs = dict(marker.kwargs)
         args = list(marker.args)
         if len(args) > 1 or ("name" in kwargs and args):
             pytest.fail(f"@pytest.mark.cassette takes one cassette name, not {marker.args!r}", pytrace=False)
-        name = args[0] if args else kwargs.pop("name", None)
-        unknown = set(kwargs) - {"fail_unused", "speed", "faults"}
+        if args:
+            kwargs["name"] = args[0]
+        unknown = set(kwargs) - {"name", "fail_unused", "speed", "faults"}
         if unknown:
             pytest.fail(f"@pytest.mark.cassette: unknown argument(s) {', '.join(sorted(unknown))}; it takes a name, "
                         "fail_unused, speed and faults", pytrace=False)
+        name = kwargs.get("name")
         if name is not None and not isinstance(name, str):
             pytest.fail(f"@pytest.mark.cassette: the name is a string, not {name!r}", pytrace=False)
-        faults = kwargs.get("faults") or ()
-        faults = (faults,) if isinstance(faults, str) else tuple(faults)
-        return cls(name, kwargs.get("fail_unused"), kwargs.get("speed"), faults)
+        return {argument: value for argument, value in kwargs.items() if value is not None}
 
 
 def default_cassette_name(item: pytest.Item) -> str:
@@ -315,6 +341,14 @@ class _Check:
         found = self._message(self.session.failure(fail_unused=fail_unused), since=0)
         self.seen = self.session.refused
         return found
+
+    def seeds(self) -> str | None:
+        """The seeds the test's fault rules with a probability drew with, so that a failure can be
+        repeated (the server chooses one when the rule gives none)."""
+        lines = [f"fault rule {rule['id']} ({rule['kind']}, probability {rule['probability']:g}) drew with seed "
+                 f"{rule['seed']}: add seed={rule['seed']} to its rule to draw the same on every run"
+                 for rule in self.session.rules() if rule["probability"] is not None]
+        return "\n".join(lines) or None
 
     def late(self) -> str | None:
         """Refusals after the call (requests from fixture teardowns)."""

@@ -128,6 +128,15 @@ def test_unmatched_unused_and_verify() -> None:
         assert server.unmatched() == [] and server.service.session_options == {}
 
 
+def test_a_closed_session_still_answers_what_it_left_unused() -> None:
+    with CassetteServer(BUNDLED, speed=0) as server:
+        with server.session(cassette="openai/haiku") as used, server.session(cassette="openai/haiku") as idle:
+            assert haiku(used.openai_base_url).startswith("Magnetic ribbon")
+        assert used.unused() == [] and used.failure(fail_unused=True) is None  # its positions are gone, not its use
+        used.verify(fail_unused=True)
+        assert [item["interaction"] for item in idle.unused()] == ["openai/haiku#0"]
+
+
 def test_a_session_of_an_unknown_cassette_says_so() -> None:
     with CassetteServer(BUNDLED, speed=0) as server, server.session(cassette="team/chat") as session:
         with pytest.raises(openai.NotFoundError):

@@ -7,6 +7,7 @@ scenarios: a subprocess costs seconds."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -193,6 +194,65 @@ def test_replays_fails_on_misses_and_unused_and_leaves_other_tests_alone(suite: 
     assert "chat#2: POST /v1/messages (claude-haiku-4-5, \"Say hi\")" in output
 
 
+def test_a_marked_test_gets_its_variables_after_wider_fixtures_and_before_its_own(suite: pytest.Pytester) -> None:
+    suite.makeconftest('''
+        import os
+
+        import pytest
+
+
+        @pytest.fixture(scope="session", autouse=True)
+        def test_key():
+            os.environ.setdefault("OPENAI_API_KEY", "sk-from-conftest")
+
+
+        @pytest.fixture
+        def base_url():
+            return os.environ.get("OPENAI_BASE_URL")
+    ''')
+    suite.makepyfile(test_order='''
+        import os
+
+        import pytest
+
+
+        @pytest.mark.cassette("chat")
+        def test_marked_first():  # the session's fixture sets the key before the placeholder is considered
+            assert os.environ["OPENAI_API_KEY"] == "sk-from-conftest"
+
+
+        @pytest.mark.cassette("chat")
+        def test_marked(base_url, cassette):
+            assert base_url == cassette.openai_base_url
+            assert os.environ["OPENAI_API_KEY"] == "sk-from-conftest"
+
+
+        def test_after():
+            assert os.environ.get("OPENAI_API_KEY") == "sk-from-conftest"
+    ''')
+    run(suite).assert_outcomes(passed=3)
+
+
+def test_a_failed_test_shows_the_seeds_its_fault_rules_drew_with(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_flaky='''
+        import pytest
+
+        from clients import ask
+
+
+        @pytest.mark.cassette("chat", faults=["rate_limit; probability=1", "server_error; probability=0.5; seed=7"])
+        def test_unlucky():
+            ask("Say hi")
+    ''')
+    result = run(suite)
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    assert "RateLimitError" in output and "cassette-server" in output
+    seed = re.search(r"fault rule f1 \(rate_limit, probability 1\) drew with seed (\d+): add seed=\1 to its rule", output)
+    assert seed is not None, output
+    assert "fault rule f2 (server_error, probability 0.5) drew with seed 7" in output
+
+
 def test_xdist_workers_each_replay_from_the_start_and_the_flag_fails_unused(suite: pytest.Pytester) -> None:
     (suite.path / "cassettes" / "sequence.yaml").write_text(go_vcr(openai_chat("Say hi", "Hi!"),
                                                                    openai_chat("Say hi", "Hi again!")))
@@ -341,13 +401,55 @@ def test_a_misused_marker_fails_its_test_at_setup_saying_how_it_is_used(pytester
         @pytest.mark.cassette(".hidden")
         def test_bad_name():
             pass
+
+
+        @pytest.mark.cassette("a", faults=[{"kind": "rate_limit", "times": 1}])
+        def test_a_json_rule():
+            pass
     ''')
     result = pytester.runpytest("-p", "no:langsmith_plugin")
-    result.assert_outcomes(errors=4)
+    result.assert_outcomes(errors=5)
     output = result.stdout.str()
     assert "takes one cassette name, not ('a', 'b')" in output and "unknown argument(s) colour" in output
     assert "faults=['rate_limit; retry_after=soon']): retry_after: must be a number" in output
     assert "cassette name '.hidden' has a part starting with '.'" in output
+    assert "faults=[{'kind': 'rate_limit', 'times': 1}]): a rule is text in the --fault syntax" in output
+
+
+def test_markers_on_a_module_a_class_and_a_test_combine_the_closest_giving_each_argument(
+        pytester: pytest.Pytester) -> None:
+    (pytester.path / "tests" / "cassettes").mkdir(parents=True)
+    (pytester.path / "tests" / "cassettes" / "chat.yaml").write_text(go_vcr(openai_chat("Say hi", "Hi!")))
+    pytester.makepyfile(test_layered='''
+        import pytest
+
+        pytestmark = pytest.mark.cassette("chat", faults=["rate_limit"])
+
+
+        def kinds(cassette):
+            return [rule.spec.fault.kind.value for rule in cassette.server.service.faults.rules()]
+
+
+        @pytest.mark.cassette(speed=1)
+        def test_keeps_the_module_name_and_faults(cassette):
+            assert cassette.cassette == "chat" and cassette.options.pacing.speed == 1
+            assert kinds(cassette) == ["rate_limit"]
+
+
+        @pytest.mark.cassette(fail_unused=True)
+        def test_fails_on_the_module_cassette_left_unused(cassette):
+            pass
+
+
+        @pytest.mark.cassette("other", faults=[])
+        class TestOther:
+            @pytest.mark.cassette(speed=1)
+            def test_takes_the_class_name_and_no_faults(self, cassette):
+                assert cassette.cassette == "other" and kinds(cassette) == []
+    ''')
+    result = pytester.runpytest("-p", "no:langsmith_plugin", "-rA")
+    result.assert_outcomes(passed=2, failed=1)
+    assert "1 recorded interaction was not used from cassette 'chat'" in result.stdout.str()
 
 
 def test_options_reach_the_server_and_the_environment_gives_the_rest(pytester: pytest.Pytester,
