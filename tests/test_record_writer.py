@@ -4,6 +4,7 @@ concurrent writers, and refusals that leave the file as it was."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -77,6 +78,20 @@ def test_empty_request_bodies_and_forms_are_left_out_as_go_omits_them(tmp_path: 
     append(writer(tmp_path), "get", exchange(request=b""))
     [raw] = yaml.safe_load((tmp_path / "get.yaml").read_text())["interactions"]
     assert "body" not in raw["request"] and "form" not in raw["request"] and raw["request"]["content_length"] == 0
+
+
+@pytest.mark.parametrize(("method", "status", "sent", "written"), [
+    ("POST", 200, 11, 11), ("POST", 200, None, -1), ("DELETE", 204, None, 0), ("GET", 304, None, 0),
+    ("HEAD", 200, 1024, 1024), ("HEAD", 200, None, -1),
+])
+def test_response_content_length_is_what_go_reports(tmp_path: Path, method: str, status: int, sent: int | None,
+                                                    written: int) -> None:
+    """Go's transport: 0 for answers without a body (1xx, 204, 304), the header for HEAD, -1 unknown."""
+    item = dataclasses.replace(exchange(b"" if status in (204, 304) or method == "HEAD" else b'{"ok":true}'),
+                               method=method, status=status, content_length=sent, decoded=False)
+    append(writer(tmp_path), "c", item)
+    [raw] = yaml.safe_load((tmp_path / "c.yaml").read_text())["interactions"]
+    assert raw["response"]["content_length"] == written
 
 
 def test_bodies_that_are_not_utf8_are_written_as_binary(tmp_path: Path) -> None:

@@ -124,6 +124,14 @@ def next_id(interactions: Iterable[Any]) -> int:
     return max((i for i in ids if isinstance(i, int) and not isinstance(i, bool)), default=-1) + 1
 
 
+def _content_length(exchange: Exchange) -> int:
+    """``Response.ContentLength`` as Go's transport sets it: the Content-Length sent (for HEAD
+    too), 0 for answers that have no body (1xx, 204, 304), -1 when unknown or decoded."""
+    if exchange.method != "HEAD" and (exchange.status // 100 == 1 or exchange.status in (204, 304)):
+        return 0
+    return -1 if exchange.content_length is None else exchange.content_length
+
+
 def dump_interaction(exchange: Exchange, interaction_id: int) -> dict[str, Any]:
     """One interaction as go-vcr's ``cassette.Interaction`` marshals it (fields in struct order)."""
     request: dict[str, Any] = {**_proto(exchange.request_proto), "content_length": len(exchange.request_body),
@@ -141,7 +149,7 @@ def dump_interaction(exchange: Exchange, interaction_id: int) -> dict[str, Any]:
     response: dict[str, Any] = _proto(exchange.response_proto)
     if exchange.chunked:
         response["transfer_encoding"] = ["chunked"]
-    response["content_length"] = -1 if exchange.content_length is None else exchange.content_length
+    response["content_length"] = _content_length(exchange)
     if exchange.decoded:
         response["uncompressed"] = True  # Go's transport sets it when it decoded the body
     response["body"] = body_text(exchange.response_body)
