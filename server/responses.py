@@ -54,11 +54,14 @@ def build_response(
     body: bytes,
     duration: float,
     event_offsets: Sequence[float] | None = None,
+    head: bool = False,
 ) -> RecordedResponse:
     """Make a RecordedResponse from what a cassette recorded.
 
     - hop-by-hop headers and Content-Length are dropped (the server sets its own framing), and
-      so are headers that are not valid HTTP (a server cannot send them), with a note;
+      so are headers that are not valid HTTP (a server cannot send them), with a note; the
+      answer to a ``head`` request keeps its recorded Content-Length (the length of the body it
+      has not got);
     - Content-Encoding is kept only when the body really is encoded (recorders often store
       the decoded body but keep the header);
     - the body is split into events (SSE) or frames (AWS event-stream); other bodies are whole;
@@ -72,7 +75,7 @@ def build_response(
     wire: list[tuple[bytes, bytes]] = []
     for name, value in header_list:
         lower = name.lower()
-        if lower in HOP_BY_HOP_AND_LENGTH:
+        if lower in HOP_BY_HOP_AND_LENGTH and not (head and lower == "content-length" and value.strip().isdigit()):
             continue
         if lower == "content-encoding" and not body_is_encoded(value, body):
             notes.append(f"Content-Encoding: {value} dropped: the recorded body is not encoded")
@@ -82,7 +85,7 @@ def build_response(
             notes.append(f"header {name!r}: {value!r} dropped: not a valid HTTP header, it cannot be sent")
             continue
         wire.append((wire_name, wire_value))
-    if kind is BodyKind.WHOLE and not _no_content(status):
+    if kind is BodyKind.WHOLE and not _no_content(status) and not any(name == b"content-length" for name, _ in wire):
         wire.append((b"content-length", str(len(body)).encode()))
 
     offsets = _valid_offsets(event_offsets, len(chunks), notes)

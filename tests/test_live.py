@@ -127,6 +127,20 @@ def test_response_headers_are_exactly_the_recorded_ones(write_cassette, cassette
     assert stream.headers.multi_items() == [*expected, ("content-type", "text/event-stream"), ("transfer-encoding", "chunked")]
 
 
+def test_head_answers_with_the_recorded_content_length(write_cassette, cassette_dir, serve) -> None:
+    # a HEAD answer has no body, but its Content-Length says how long the GET's would be
+    write_cassette("head", interaction(None, method="HEAD", url="https://api.openai.com/v1/files/f-1/content",
+                                       response_body="", response_headers={"Content-Length": ["1234"]}),
+                   interaction(None, method="GET", url="https://api.openai.com/v1/files/f-1/content", response_body="",
+                               response_headers={"Content-Length": ["1234"]}))
+    url, _ = serve(cassette_dir, speed=0)
+    head = httpx.head(url + "/v1/files/f-1/content")
+    assert head.status_code == 200 and head.headers.get_list("content-length") == ["1234"]
+    # a GET recorded without its body (a filter dropped it) is sent as what it holds: no body
+    get = httpx.get(url + "/v1/files/f-1/content")
+    assert get.headers.get_list("content-length") == ["0"] and get.content == b""
+
+
 def test_client_leaving_during_the_header_delay_is_noticed(write_cassette, cassette_dir, serve) -> None:
     write_cassette("slow", interaction(duration="3s"))
     url, _ = serve(cassette_dir)

@@ -55,6 +55,19 @@ def test_method_path_query_and_missing_items(write_cassette, cassette_dir) -> No
     assert wheres["messages[1]"] == (ABSENT, {"role": "user", "content": "b"})
 
 
+def test_a_query_parameter_given_several_times_shows_all_its_values(write_cassette, cassette_dir) -> None:
+    write_cassette("files", interaction(None, method="GET", url="https://x/v1/files?purpose=a&purpose=b&limit=2"))
+    interactions = recorded(cassette_dir)
+
+    def query_differences(query: str) -> dict:
+        [best] = near_misses(received("", method="GET", path="/v1/files", query=query), interactions, MatchRules())
+        return {d.where: (d.recorded, d.received) for d in best.differences}
+
+    assert query_differences("purpose=a&limit=2") == {"query purpose": (["a", "b"], "a")}
+    assert query_differences("purpose=b&purpose=a&purpose=b&limit=2") == {"query purpose": (["a", "b"], ["a", "b", "b"])}
+    assert query_differences("purpose=b&purpose=a&limit=3") == {"query limit": ("2", "3")}
+
+
 def test_same_endpoint_preferred(write_cassette, cassette_dir) -> None:
     write_cassette("mix", interaction(chat("x"), url="https://a/v1/embeddings"), interaction(chat("y", "z")))
     [best] = near_misses(received(chat("x")), recorded(cassette_dir), MatchRules(), limit=1)

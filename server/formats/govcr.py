@@ -71,18 +71,15 @@ def parse_interaction(raw: Any, position: int) -> tuple[int, RecordedRequest, Re
     interaction_id = interaction.get("id", position)
     if isinstance(interaction_id, bool) or not isinstance(interaction_id, int):
         raise CassetteLoadError(f"id must be an integer, not {interaction_id!r}")
-    return (
-        interaction_id,
-        _request(require_mapping(interaction.get("request"), "request")),
-        _response(require_mapping(interaction.get("response"), "response")),
-    )
+    request = _request(require_mapping(interaction.get("request"), "request"))
+    return (interaction_id, request, _response(require_mapping(interaction.get("response"), "response"), head=request.method == "HEAD"))
 
 
 def _request(request: dict[str, Any]) -> RecordedRequest:
     return recorded_request(request, url_field="url", body=body_bytes(request.get("body"), "request.body"))
 
 
-def _response(response: dict[str, Any]) -> RecordedResponse:
+def _response(response: dict[str, Any], *, head: bool) -> RecordedResponse:
     status, reason = _status(response)
     headers = header_pairs(response.get("headers"), "response.headers")
     if response.get("uncompressed") is True:
@@ -94,6 +91,7 @@ def _response(response: dict[str, Any]) -> RecordedResponse:
         body=body_bytes(response.get("body"), "response.body"),
         duration=parse_go_duration(response.get("duration"), "response.duration"),
         event_offsets=parse_event_offsets(response),
+        head=head,
     )
 
 

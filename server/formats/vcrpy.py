@@ -106,11 +106,8 @@ def describe(data: dict[str, Any]) -> str:
 def parse_interaction(raw: Any, position: int) -> tuple[int, RecordedRequest, RecordedResponse]:
     """vcrpy interactions have no id: their position in the file is their id."""
     interaction = require_mapping(raw, "the interaction")
-    return (
-        position,
-        _request(require_mapping(interaction.get("request"), "request")),
-        _response(require_mapping(interaction.get("response"), "response")),
-    )
+    request = _request(require_mapping(interaction.get("request"), "request"))
+    return (position, request, _response(require_mapping(interaction.get("response"), "response"), head=request.method == "HEAD"))
 
 
 def _request(request: dict[str, Any]) -> RecordedRequest:
@@ -121,7 +118,7 @@ def _request(request: dict[str, Any]) -> RecordedRequest:
     return recorded_request(request, url_field="uri", body=body)
 
 
-def _response(response: dict[str, Any]) -> RecordedResponse:
+def _response(response: dict[str, Any], *, head: bool) -> RecordedResponse:
     status, reason = _status(response)
     if PARSED_BODY_FIELD in response and response[PARSED_BODY_FIELD] is not None:
         body = _python_json(response[PARSED_BODY_FIELD])
@@ -136,6 +133,7 @@ def _response(response: dict[str, Any]) -> RecordedResponse:
         body=body,
         duration=0.0,
         event_offsets=parse_event_offsets(response),
+        head=head,
     )
 
 

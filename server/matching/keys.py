@@ -158,11 +158,12 @@ def parse_json(body: bytes) -> Any:
     """The parsed body, or ``_NOT_JSON`` when it is empty or not JSON."""
     if not body:
         return _NOT_JSON
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
-    try:  # what orjson refuses but Python's json reads: NaN, 1e400, lone surrogates, huge ints
+    if not _has_long_digit_run(body):  # orjson reads an integer past 64 bits as a float, losing digits
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+    try:  # what orjson refuses or misreads but Python's json reads: NaN, 1e400, lone surrogates, huge ints
         value = json.loads(body, parse_constant=_non_finite_constant, parse_float=_float)
         return _escape_lone_surrogates(value) if _SURROGATE_ESCAPE.search(body) else value
     except (ValueError, RecursionError):
@@ -170,7 +171,16 @@ def parse_json(body: bytes) -> Any:
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# 19 digits in a row may be an integer beyond 64 bits (-9223372036854775809), which orjson turns
+# into a float; false positives (a long id in a string) only cost Python's slower parser. Found by
+# translating every digit to "0" and the rest to " ": a fraction of a regex scan's time.
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_LONG_DIGIT_RUN = b"0" * 19
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_long_digit_run(body: bytes) -> bool:
+    return _LONG_DIGIT_RUN in body.translate(_DIGITS_AS_ZEROS)
 
 
 def _escape_lone_surrogates(value: Any) -> Any:

@@ -208,7 +208,7 @@ def compare(
         differences.append(Difference("method", None, recorded.method, request.method.upper()))
     if recorded.path != request.path:
         differences.append(Difference("path", None, recorded.path, request.path))
-    differences += _mapping_differences("query", dict(normalise_query(recorded.query)), dict(normalise_query(request.query)))
+    differences += _mapping_differences("query", _query_values(recorded.query), _query_values(request.query))
     for name in rules.match_headers:
         if recorded.header(name) != request.header(name):
             differences.append(Difference("header", name, _or_absent(recorded.header(name)), _or_absent(request.header(name))))
@@ -268,7 +268,16 @@ def diff_json(recorded: Any, received: Any, path: tuple[str | int, ...] = ()) ->
     return [(path, recorded, received)]
 
 
-def _mapping_differences(part: str, recorded: dict[str, str], received: dict[str, str]) -> list[Difference]:
+def _query_values(query: str) -> dict[str, str | list[str]]:
+    """Each parameter's value, or its values (sorted, as matching compares them) when it is
+    given several times: a dict of the pairs would keep only the last one."""
+    values: dict[str, list[str]] = {}
+    for name, value in normalise_query(query):
+        values.setdefault(name, []).append(value)
+    return {name: found[0] if len(found) == 1 else found for name, found in values.items()}
+
+
+def _mapping_differences(part: str, recorded: dict[str, Any], received: dict[str, Any]) -> list[Difference]:
     return [
         Difference(part, name, recorded.get(name, ABSENT), received.get(name, ABSENT))
         for name in list(recorded) + [name for name in received if name not in recorded]
