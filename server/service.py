@@ -332,8 +332,10 @@ class CassetteService:
         if take.candidates:
             labels = ", ".join(interaction.label for interaction in take.candidates)
             through = f" (through the relaxation {relaxed.name})" if relaxed and relaxed.name else ""
+            count = len(take.candidates)
+            every = "the one recorded interaction" if count == 1 else f"all {count} recorded interactions"
             return CassetteMiss(
-                f"Cassette miss: all {len(take.candidates)} recorded interactions matching {endpoint}{through} were "
+                f"Cassette miss: {every} matching {endpoint}{through} {'was' if count == 1 else 'were'} "
                 f"already served in session '{session}' ({labels}) and the server runs with --exhausted error. "
                 "Rewind with POST /__admin/reset, or give each test its own X-Cassette-Session header."
             )

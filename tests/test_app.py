@@ -116,7 +116,13 @@ def test_sessions_over_http(write_cassette, cassette_dir: Path) -> None:
     responses = call(settings, as_session("x"), as_session("y"), as_session("x"), as_session("x"))
     assert [r.content for r in responses[:3]] == [b"one", b"one", b"two"]
     assert responses[3].status_code == 404
-    assert "already served in session 'x' (s#0, s#1)" in responses[3].json()["error"]["message"]
+    message = responses[3].json()["error"]["message"]
+    assert "all 2 recorded interactions matching POST /v1/chat/completions were already served in session 'x' (s#0, s#1)" \
+        in message
+    write_cassette("s", interaction(response_body="one"))
+    _, again = call(settings, as_session("x"), as_session("x"))
+    assert "the one recorded interaction matching POST /v1/chat/completions was already served in session 'x' (s#0)" \
+        in again.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("speed", ["fast", "-1", "nan", "inf", "1e-300"])
