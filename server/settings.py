@@ -47,23 +47,34 @@ class Option:
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:  # its message ("could not convert string to float") says nothing of the option
+        value = math.nan
     if not 0 <= value < math.inf:
         raise ValueError(f"must be a finite number of seconds >= 0, not {text!r}")
     return value
 
 
+def _whole(text: str) -> int | None:
+    """``text`` as an integer, None when it is none ("invalid literal for int()" is no message)."""
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
 def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError(f"port must be 0-65535, not {text!r}")
+    value = _whole(text)
+    if value is None or not 0 <= value <= 65535:
+        raise ValueError(f"port must be a whole number from 0 to 65535, not {text!r}")
     return value
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:
     def whole_number(text: str) -> int:
-        value = int(text)
-        if value < minimum:
+        value = _whole(text)
+        if value is None or value < minimum:
             raise ValueError(f"must be a whole number >= {minimum}, not {text!r}")
         return value
 
@@ -120,9 +131,12 @@ _record_format = _one_of(RECORD_FORMATS)
 
 
 def _timeout(text: str) -> float:
-    value = _seconds(text)
+    try:
+        value = _seconds(text)
+    except ValueError:
+        value = 0
     if value <= 0:
-        raise ValueError(f"must be a number of seconds > 0, not {text!r}")
+        raise ValueError(f"must be a finite number of seconds > 0, not {text!r}")
     return value
 
 

@@ -126,6 +126,24 @@ def test_bad_values_are_usage_errors() -> None:
     assert empty_env.returncode == 2 and "CASSETTE_SERVER_ADMIN_TOKEN='': the admin token is empty" in empty_env.stderr
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (("--port", "abc"), "argument --port: port must be a whole number from 0 to 65535, not 'abc'"),
+    (("--journal-size", "1.5"), "argument --journal-size: must be a whole number >= 0, not '1.5'"),
+    (("--max-sessions", "many"), "argument --max-sessions: must be a whole number >= 1, not 'many'"),
+    (("--event-interval", "soon"), "argument --event-interval: must be a finite number of seconds >= 0, not 'soon'"),
+    (("--upstream-timeout", "never"), "argument --upstream-timeout: must be a finite number of seconds > 0, not 'never'"),
+])
+def test_numbers_that_are_not_numbers_are_usage_errors_saying_what_is_expected(
+    argv: tuple[str, ...], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", *argv])
+    error = capsys.readouterr().err
+    assert exited.value.code == 2 and message in error and "invalid literal" not in error and "convert" not in error
+    with pytest.raises(ValueError, match="CASSETTE_SERVER_PORT='8o8o': port must be a whole number from 0 to 65535"):
+        settings_of("serve", environ={"CASSETTE_SERVER_PORT": "8o8o"})
+
+
 def test_help_shows_every_environment_variable() -> None:
     result = run("serve", "--help")
     for name in ("PATHS", "HOST", "PORT", "SPEED", "EVENT_INTERVAL", "EXHAUSTED", "IGNORE_FIELDS", "MATCH_HEADERS",
