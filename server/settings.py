@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -328,14 +328,18 @@ class Settings:
         )
 
     @classmethod
-    def resolve(cls, given: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
-        """Settings from command-line values (None or absent: not given), then the environment.
+    def resolve(cls, given: Mapping[str, Any], environ: Mapping[str, str] | None = None, *,
+                only: Collection[str] | None = None) -> Settings:
+        """Settings from command-line values (None or absent: not given), then the environment;
+        with ``only``, just those fields (the others keep their defaults, whatever their variables say).
 
         Raises ValueError naming the variable or flag whose value is bad.
         """
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for item in fields(cls):
+            if only is not None and item.name not in only:
+                continue
             option: Option = item.metadata["option"]
             value = given.get(item.name)
             if value is None or value == [] or value is False and option.switch:

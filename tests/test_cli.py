@@ -288,6 +288,22 @@ def test_check_takes_the_match_options(write_cassette, cassette_dir: Path, capsy
     capsys.readouterr()
 
 
+def test_check_and_list_read_only_the_variables_of_their_own_options() -> None:
+    # a shell or CI job set up for the server (a faults file relative to another folder, …)
+    # must not make `check` or `list` fail over options they do not take
+    server_only = {"CASSETTE_SERVER_PORT": "abc", "CASSETTE_SERVER_FAULTS_FILE": "/no/such/faults.yaml",
+                   "CASSETTE_SERVER_SPEED": "fast"}
+    for command in ("check", "list"):
+        settings = settings_of(command, environ={**server_only, "CASSETTE_SERVER_MAX_CASSETTE_SIZE": "1K",
+                                                 "CASSETTE_SERVER_PATHS": "a:b"})
+        assert (settings.paths, settings.max_cassette_size) == ((Path("a"), Path("b")), 1024)
+    checked = settings_of("check", environ={**server_only, "CASSETTE_SERVER_IGNORE_FIELDS": "id"})
+    assert checked.ignore_fields == ("id",)
+    assert settings_of("list", "--max-cassette-size", "2K").max_cassette_size == 2048
+    with pytest.raises(ValueError, match="CASSETTE_SERVER_PORT='abc'"):
+        settings_of("serve", environ=server_only)
+
+
 def test_list_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", str(BUNDLED)]) == 0
     header, *rows, total = capsys.readouterr().out.splitlines()
