@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 from server import create_app
-from server.cli import build_parser, main, resolve_settings
+from server.cli import NOT_FOR_RECORD, build_parser, main, resolve_settings
 from server.record import RecordMode
 from server.record.upstreams import parse_route
 from server.settings import Settings
@@ -152,6 +153,15 @@ def test_help_shows_every_environment_variable() -> None:
         assert f"CASSETTE_SERVER_{name}" in result.stdout
     recording = run("record", "--help")
     assert "--upstream" in recording.stdout and "--speed" not in recording.stdout and "PATH ..." not in recording.stdout
+
+
+def test_the_options_page_names_every_option_and_what_record_leaves_out() -> None:
+    page = (ROOT / "docs" / "options.md").read_text()
+    options = {item.name: item.metadata["option"] for item in dataclasses.fields(Settings)}
+    for name, option in options.items():
+        assert option.env_name(name) in page and (name == "paths" or f"`{option.flag}" in page or f"<code>{option.flag}" in page)
+    left_out = re.findall(r"`([^`]+)`", page.split("takes the options", 1)[1].split(" except ", 1)[1].split(";", 1)[0])
+    assert sorted(left_out) == sorted("PATH" if name == "paths" else options[name].flag for name in NOT_FOR_RECORD)
 
 
 def settings_of(*argv: str, environ: dict[str, str] | None = None) -> Settings:
