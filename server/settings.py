@@ -160,7 +160,8 @@ def _option(option: Option, default: Any, *, secret: bool = False) -> Any:
 @dataclass(frozen=True)
 class Settings:
     paths: tuple[Path, ...] = _option(
-        Option("paths", "cassette files or directories (searched recursively for *.yaml, *.yml and cassette *.json)", Path, "PATH"),
+        Option("paths", "cassette files or directories (searched recursively for *.yaml, *.yml, *.yaml.gz, *.yml.gz and "
+               "cassette *.json)", Path, "PATH"),
         (Path("cassettes"),),
     )
     host: str = _option(Option("--host", "interface to listen on", metavar="HOST"), "127.0.0.1")

@@ -18,6 +18,7 @@ import pytest
 
 from server import create_app
 from server.cli import NOT_FOR_RECORD, build_parser, main, resolve_settings
+from server.loader import FOUND_SUFFIXES
 from server.record import RecordMode
 from server.record.upstreams import parse_route
 from server.settings import Settings
@@ -162,6 +163,13 @@ def test_the_options_page_names_every_option_and_what_record_leaves_out() -> Non
         assert option.env_name(name) in page and (name == "paths" or f"`{option.flag}" in page or f"<code>{option.flag}" in page)
     left_out = re.findall(r"`([^`]+)`", page.split("takes the options", 1)[1].split(" except ", 1)[1].split(";", 1)[0])
     assert sorted(left_out) == sorted("PATH" if name == "paths" else options[name].flag for name in NOT_FOR_RECORD)
+
+
+def test_the_path_help_names_every_suffix_a_directory_search_loads(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["list", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert all(f"*{suffix}" in shown for suffix in FOUND_SUFFIXES)
 
 
 def settings_of(*argv: str, environ: dict[str, str] | None = None) -> Settings:
