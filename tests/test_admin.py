@@ -598,6 +598,18 @@ def test_docs_load_without_the_token_and_offer_to_send_it(client) -> None:
     assert "security" not in plain and "securitySchemes" not in plain.get("components", {})
 
 
+def test_the_docs_page_can_send_a_cassette_to_put(write_cassette, client) -> None:
+    # Swagger UI at /__admin/docs offers a body field only for what the OpenAPI document declares
+    write_cassette("chat", interaction())
+    app = client()
+    put = app.get("/__admin/openapi.json").json()["paths"]["/__admin/cassettes/{name}"]["put"]
+    assert put["requestBody"]["required"] is True
+    assert {"application/yaml", "application/json"} <= set(put["requestBody"]["content"])
+    assert put["requestBody"]["content"]["application/yaml"]["schema"]["type"] == "string"
+    sent = app.put("/__admin/cassettes/team/new", content=go_vcr(interaction()), headers={"Content-Type": "application/yaml"})
+    assert sent.status_code == 201 and sent.json()["cassette"]["name"] == "team/new"
+
+
 @pytest.mark.parametrize("token", ["", "  "])
 def test_an_empty_token_is_refused_not_ignored(cassette_dir: Path, token: str) -> None:
     with pytest.raises(ValueError, match="admin token is empty"):

@@ -54,6 +54,10 @@ from .views import (
 
 _DOCS_HINT = f"the admin endpoints are listed at {DOCS_PATH}"
 JOURNAL_PAGE = 100  # journal entries answered unless ?limit= asks for more
+# For the OpenAPI page, whose "Try it out" sends only a declared body (the route reads it itself).
+_CASSETTE_TEXT = {"schema": {"type": "string", "description": "the cassette file's text, in any format the loader reads"}}
+_CASSETTE_BODY = {"requestBody": {"required": True, "content": {"application/yaml": _CASSETTE_TEXT,
+                                                                 "application/json": _CASSETTE_TEXT}}}
 
 
 class _CassetteName(Convertor[str]):
@@ -159,7 +163,7 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
 
         return await run_in_threadpool(details)
 
-    @admin.put("/__admin/cassettes/{name:cassette_name}")
+    @admin.put("/__admin/cassettes/{name:cassette_name}", openapi_extra=_CASSETTE_BODY)
     async def put_cassette(name: str, request: Request) -> JSONResponse:
         """Add or replace cassette NAME with the YAML in the body: validated first, written under
         the first cassette directory, then that file is reloaded. 201 when new, else 200."""
