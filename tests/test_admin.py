@@ -610,6 +610,19 @@ def test_the_docs_page_can_send_a_cassette_to_put(write_cassette, client) -> Non
     assert sent.status_code == 201 and sent.json()["cassette"]["name"] == "team/new"
 
 
+@pytest.mark.parametrize("token", [None, "s3cret"])
+def test_the_openapi_document_declares_bad_parameters_as_they_are_answered(client, token: str | None) -> None:
+    app = client(admin_token=token)
+    schema = app.get("/__admin/openapi.json").json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            assert "422" not in operation["responses"], f"{method.upper()} {path}"
+    assert "400" in schema["paths"]["/__admin/requests"]["get"]["responses"]
+    assert "ValidationError" not in json.dumps(schema)
+    bad = app.get("/__admin/requests?limit=0", headers={"Authorization": f"Bearer {token}"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
+
+
 @pytest.mark.parametrize("token", ["", "  "])
 def test_an_empty_token_is_refused_not_ignored(cassette_dir: Path, token: str) -> None:
     with pytest.raises(ValueError, match="admin token is empty"):

@@ -96,6 +96,7 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
             raise ValueError("the admin token is empty; set a token, or run without one")
         admin.add_middleware(BearerToken, token=token.strip())
         declare_bearer_token(admin)
+    _declare_bad_parameters(admin)
     access = AdminAccess.of(settings)
     if access is AdminAccess.READ_ONLY:
         admin.add_middleware(ReadOnly, host=settings.host)
@@ -231,6 +232,32 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
     add_fault_routes(admin, service)
     add_session_routes(admin, service)
     return admin
+
+
+_BAD_PARAMETER = {"description": "a bad parameter, in the JSON error shape: "
+                                  '{"type": "error", "error": {"type", "code": "bad_request", "status", "message"}}'}
+
+
+def _declare_bad_parameters(admin: FastAPI) -> None:
+    """Say in the OpenAPI document that a bad parameter is a 400 in the project's error shape
+    (``_invalid_parameter``), not FastAPI's 422 ``HTTPValidationError``, which is never sent."""
+    build = admin.openapi
+
+    def openapi() -> dict[str, Any]:
+        if admin.openapi_schema is None:
+            schema = build()  # cached by FastAPI in admin.openapi_schema
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    if operation["responses"].pop("422", None) is not None:
+                        operation["responses"]["400"] = _BAD_PARAMETER
+            schemas = schema.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            if not schemas:
+                schema.get("components", {}).pop("schemas", None)
+        return admin.openapi_schema
+
+    admin.openapi = openapi  # type: ignore[method-assign]
 
 
 def _loaded_cassette(name: str, index: Index, result: LoadResult) -> Cassette:
