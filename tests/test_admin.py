@@ -611,6 +611,12 @@ def test_the_docs_page_can_send_a_cassette_to_put(write_cassette, client) -> Non
 
 
 @pytest.mark.parametrize("token", [None, "s3cret"])
+def test_health_answers_head_for_probes_that_send_no_get(client, token: str | None) -> None:
+    probe = client(admin_token=token).head("/__admin/health")  # wget --spider, curl -I
+    assert probe.status_code == 200 and probe.content == b""
+
+
+@pytest.mark.parametrize("token", [None, "s3cret"])
 def test_the_openapi_document_declares_bad_parameters_as_they_are_answered(client, token: str | None) -> None:
     app = client(admin_token=token)
     schema = app.get("/__admin/openapi.json").json()

@@ -135,6 +135,11 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
             "load_errors": len(result.errors),
         }
 
+    @admin.head(HEALTH_PATH, include_in_schema=False)
+    def health_probe() -> Response:
+        """200 without a body, for probes that send HEAD (``wget --spider``, ``curl -I``)."""
+        return Response()
+
     @admin.get("/__admin/cassettes")
     async def cassettes() -> list[dict[str, Any]]:
         """Every cassette loaded (with providers, models and usage), then every file that failed
