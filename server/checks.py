@@ -96,7 +96,7 @@ def check_paths(
         findings += secret_findings(file, by_file.get(file), max_size=max_file_size)  # None: the file did not load
     if not result.cassettes and not result.failures:
         where = ", ".join(map(str, paths))
-        nothing = 'no cassette files (*.yaml, *.yml, or *.json with "interactions") found; check the paths'
+        nothing = 'no cassette files (*.yaml, *.yml, *.yaml.gz, *.yml.gz, or *.json with "interactions") found; check the paths'
         findings.append(Finding("load-error", ERROR, where, None, nothing))
     findings.sort(key=lambda finding: (finding.file, finding.line or 0))
     return CheckReport(result, tuple(findings))

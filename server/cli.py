@@ -39,9 +39,13 @@ from .record import RecordMode
 from .settings import Option, Settings
 from .version import VERSION
 
-# The options `check` takes besides PATH: the ones that decide which requests are the same, and
-# the largest cassette the server would load.
-CHECK_OPTIONS = ("ignore_fields", "match_headers", "exact_body", "max_cassette_size")
+# The options `check` and `list` take, and the only variables they read (the server's others are
+# none of their business): PATH, the largest cassette the server would load, and for `check` the
+# options that decide which requests are the same.
+COMMAND_SETTINGS = {
+    "check": ("paths", "ignore_fields", "match_headers", "exact_body", "max_cassette_size"),
+    "list": ("paths", "max_cassette_size"),
+}
 # The options `record` does not take: it replays nothing, and records every request.
 NOT_FOR_RECORD = ("paths", "record", "speed", "event_interval", "exhausted", "no_relax", "watch", "max_sessions")
 
@@ -84,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sk-... keys, key= query parameters). Exit status 1 when anything is wrong, 0 otherwise.",
     )
     for item in fields(Settings):
-        if item.name == "paths" or item.name in CHECK_OPTIONS:
+        if item.name in COMMAND_SETTINGS["check"]:
             _add_setting(check, item)
     check.add_argument(
         "--allow-duplicates", action="store_true",
@@ -95,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         "list", help="print a table of cassettes and their interactions",
         description="Print a table of cassettes and their interactions. Exit status 1 when a file fails to load.",
     )
-    _add_setting(listing, next(item for item in fields(Settings) if item.name == "paths"))
+    for item in fields(Settings):
+        if item.name in COMMAND_SETTINGS["list"]:
+            _add_setting(listing, item)
     return parser
 
 
@@ -147,7 +153,7 @@ def resolve_settings(args: argparse.Namespace, environ: Mapping[str, str] | None
     given = vars(args)
     if args.command == "record":
         given = {**given, "record": RecordMode.ALL}
-    settings = Settings.resolve(given, environ)
+    settings = Settings.resolve(given, environ, only=COMMAND_SETTINGS.get(args.command))
     if args.command == "record":
         settings = dataclasses.replace(settings, paths=(settings.recording_directory(),))
     return settings

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -47,23 +47,34 @@ class Option:
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:  # its message ("could not convert string to float") says nothing of the option
+        value = math.nan
     if not 0 <= value < math.inf:
         raise ValueError(f"must be a finite number of seconds >= 0, not {text!r}")
     return value
 
 
+def _whole(text: str) -> int | None:
+    """``text`` as an integer, None when it is none ("invalid literal for int()" is no message)."""
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
 def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError(f"port must be 0-65535, not {text!r}")
+    value = _whole(text)
+    if value is None or not 0 <= value <= 65535:
+        raise ValueError(f"port must be a whole number from 0 to 65535, not {text!r}")
     return value
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:
     def whole_number(text: str) -> int:
-        value = int(text)
-        if value < minimum:
+        value = _whole(text)
+        if value is None or value < minimum:
             raise ValueError(f"must be a whole number >= {minimum}, not {text!r}")
         return value
 
@@ -120,9 +131,12 @@ _record_format = _one_of(RECORD_FORMATS)
 
 
 def _timeout(text: str) -> float:
-    value = _seconds(text)
+    try:
+        value = _seconds(text)
+    except ValueError:
+        value = 0
     if value <= 0:
-        raise ValueError(f"must be a number of seconds > 0, not {text!r}")
+        raise ValueError(f"must be a finite number of seconds > 0, not {text!r}")
     return value
 
 
@@ -146,7 +160,8 @@ def _option(option: Option, default: Any, *, secret: bool = False) -> Any:
 @dataclass(frozen=True)
 class Settings:
     paths: tuple[Path, ...] = _option(
-        Option("paths", "cassette files or directories (searched recursively for *.yaml, *.yml and cassette *.json)", Path, "PATH"),
+        Option("paths", "cassette files or directories (searched recursively for *.yaml, *.yml, *.yaml.gz, *.yml.gz and "
+               "cassette *.json)", Path, "PATH"),
         (Path("cassettes"),),
     )
     host: str = _option(Option("--host", "interface to listen on", metavar="HOST"), "127.0.0.1")
@@ -314,14 +329,18 @@ class Settings:
         )
 
     @classmethod
-    def resolve(cls, given: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
-        """Settings from command-line values (None or absent: not given), then the environment.
+    def resolve(cls, given: Mapping[str, Any], environ: Mapping[str, str] | None = None, *,
+                only: Collection[str] | None = None) -> Settings:
+        """Settings from command-line values (None or absent: not given), then the environment;
+        with ``only``, just those fields (the others keep their defaults, whatever their variables say).
 
         Raises ValueError naming the variable or flag whose value is bad.
         """
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for item in fields(cls):
+            if only is not None and item.name not in only:
+                continue
             option: Option = item.metadata["option"]
             value = given.get(item.name)
             if value is None or value == [] or value is False and option.switch:

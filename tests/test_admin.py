@@ -598,6 +598,37 @@ def test_docs_load_without_the_token_and_offer_to_send_it(client) -> None:
     assert "security" not in plain and "securitySchemes" not in plain.get("components", {})
 
 
+def test_the_docs_page_can_send_a_cassette_to_put(write_cassette, client) -> None:
+    # Swagger UI at /__admin/docs offers a body field only for what the OpenAPI document declares
+    write_cassette("chat", interaction())
+    app = client()
+    put = app.get("/__admin/openapi.json").json()["paths"]["/__admin/cassettes/{name}"]["put"]
+    assert put["requestBody"]["required"] is True
+    assert {"application/yaml", "application/json"} <= set(put["requestBody"]["content"])
+    assert put["requestBody"]["content"]["application/yaml"]["schema"]["type"] == "string"
+    sent = app.put("/__admin/cassettes/team/new", content=go_vcr(interaction()), headers={"Content-Type": "application/yaml"})
+    assert sent.status_code == 201 and sent.json()["cassette"]["name"] == "team/new"
+
+
+@pytest.mark.parametrize("token", [None, "s3cret"])
+def test_health_answers_head_for_probes_that_send_no_get(client, token: str | None) -> None:
+    probe = client(admin_token=token).head("/__admin/health")  # wget --spider, curl -I
+    assert probe.status_code == 200 and probe.content == b""
+
+
+@pytest.mark.parametrize("token", [None, "s3cret"])
+def test_the_openapi_document_declares_bad_parameters_as_they_are_answered(client, token: str | None) -> None:
+    app = client(admin_token=token)
+    schema = app.get("/__admin/openapi.json").json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            assert "422" not in operation["responses"], f"{method.upper()} {path}"
+    assert "400" in schema["paths"]["/__admin/requests"]["get"]["responses"]
+    assert "ValidationError" not in json.dumps(schema)
+    bad = app.get("/__admin/requests?limit=0", headers={"Authorization": f"Bearer {token}"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
+
+
 @pytest.mark.parametrize("token", ["", "  "])
 def test_an_empty_token_is_refused_not_ignored(cassette_dir: Path, token: str) -> None:
     with pytest.raises(ValueError, match="admin token is empty"):

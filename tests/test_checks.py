@@ -128,5 +128,5 @@ def test_nothing_to_check_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "package.json").write_text("{}")
     assert kinds([tmp_path]) == [("load-error", ERROR, None)]
     [finding] = check_paths([tmp_path], MatchRules()).findings
-    assert "no cassette files (*.yaml, *.yml, or *.json with \"interactions\") found" in finding.message
+    assert "no cassette files (*.yaml, *.yml, *.yaml.gz, *.yml.gz, or *.json with \"interactions\") found" in finding.message
     assert kinds([tmp_path / "missing"]) == [("load-error", ERROR, None)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,7 +17,8 @@ import httpx
 import pytest
 
 from server import create_app
-from server.cli import build_parser, main, resolve_settings
+from server.cli import NOT_FOR_RECORD, build_parser, main, resolve_settings
+from server.loader import FOUND_SUFFIXES
 from server.record import RecordMode
 from server.record.upstreams import parse_route
 from server.settings import Settings
@@ -126,6 +128,24 @@ def test_bad_values_are_usage_errors() -> None:
     assert empty_env.returncode == 2 and "CASSETTE_SERVER_ADMIN_TOKEN='': the admin token is empty" in empty_env.stderr
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (("--port", "abc"), "argument --port: port must be a whole number from 0 to 65535, not 'abc'"),
+    (("--journal-size", "1.5"), "argument --journal-size: must be a whole number >= 0, not '1.5'"),
+    (("--max-sessions", "many"), "argument --max-sessions: must be a whole number >= 1, not 'many'"),
+    (("--event-interval", "soon"), "argument --event-interval: must be a finite number of seconds >= 0, not 'soon'"),
+    (("--upstream-timeout", "never"), "argument --upstream-timeout: must be a finite number of seconds > 0, not 'never'"),
+])
+def test_numbers_that_are_not_numbers_are_usage_errors_saying_what_is_expected(
+    argv: tuple[str, ...], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", *argv])
+    error = capsys.readouterr().err
+    assert exited.value.code == 2 and message in error and "invalid literal" not in error and "convert" not in error
+    with pytest.raises(ValueError, match="CASSETTE_SERVER_PORT='8o8o': port must be a whole number from 0 to 65535"):
+        settings_of("serve", environ={"CASSETTE_SERVER_PORT": "8o8o"})
+
+
 def test_help_shows_every_environment_variable() -> None:
     result = run("serve", "--help")
     for name in ("PATHS", "HOST", "PORT", "SPEED", "EVENT_INTERVAL", "EXHAUSTED", "IGNORE_FIELDS", "MATCH_HEADERS",
@@ -134,6 +154,22 @@ def test_help_shows_every_environment_variable() -> None:
         assert f"CASSETTE_SERVER_{name}" in result.stdout
     recording = run("record", "--help")
     assert "--upstream" in recording.stdout and "--speed" not in recording.stdout and "PATH ..." not in recording.stdout
+
+
+def test_the_options_page_names_every_option_and_what_record_leaves_out() -> None:
+    page = (ROOT / "docs" / "options.md").read_text()
+    options = {item.name: item.metadata["option"] for item in dataclasses.fields(Settings)}
+    for name, option in options.items():
+        assert option.env_name(name) in page and (name == "paths" or f"`{option.flag}" in page or f"<code>{option.flag}" in page)
+    left_out = re.findall(r"`([^`]+)`", page.split("takes the options", 1)[1].split(" except ", 1)[1].split(";", 1)[0])
+    assert sorted(left_out) == sorted("PATH" if name == "paths" else options[name].flag for name in NOT_FOR_RECORD)
+
+
+def test_the_path_help_names_every_suffix_a_directory_search_loads(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["list", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert all(f"*{suffix}" in shown for suffix in FOUND_SUFFIXES)
 
 
 def settings_of(*argv: str, environ: dict[str, str] | None = None) -> Settings:
@@ -268,6 +304,22 @@ def test_check_takes_the_match_options(write_cassette, cassette_dir: Path, capsy
     assert main(["check", str(cassette_dir)]) == 0
     assert main(["check", "--ignore-field", "id", str(cassette_dir)]) == 1
     capsys.readouterr()
+
+
+def test_check_and_list_read_only_the_variables_of_their_own_options() -> None:
+    # a shell or CI job set up for the server (a faults file relative to another folder, …)
+    # must not make `check` or `list` fail over options they do not take
+    server_only = {"CASSETTE_SERVER_PORT": "abc", "CASSETTE_SERVER_FAULTS_FILE": "/no/such/faults.yaml",
+                   "CASSETTE_SERVER_SPEED": "fast"}
+    for command in ("check", "list"):
+        settings = settings_of(command, environ={**server_only, "CASSETTE_SERVER_MAX_CASSETTE_SIZE": "1K",
+                                                 "CASSETTE_SERVER_PATHS": "a:b"})
+        assert (settings.paths, settings.max_cassette_size) == ((Path("a"), Path("b")), 1024)
+    checked = settings_of("check", environ={**server_only, "CASSETTE_SERVER_IGNORE_FIELDS": "id"})
+    assert checked.ignore_fields == ("id",)
+    assert settings_of("list", "--max-cassette-size", "2K").max_cassette_size == 2048
+    with pytest.raises(ValueError, match="CASSETTE_SERVER_PORT='abc'"):
+        settings_of("serve", environ=server_only)
 
 
 def test_list_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:

@@ -54,6 +54,10 @@ from .views import (
 
 _DOCS_HINT = f"the admin endpoints are listed at {DOCS_PATH}"
 JOURNAL_PAGE = 100  # journal entries answered unless ?limit= asks for more
+# For the OpenAPI page, whose "Try it out" sends only a declared body (the route reads it itself).
+_CASSETTE_TEXT = {"schema": {"type": "string", "description": "the cassette file's text, in any format the loader reads"}}
+_CASSETTE_BODY = {"requestBody": {"required": True, "content": {"application/yaml": _CASSETTE_TEXT,
+                                                                 "application/json": _CASSETTE_TEXT}}}
 
 
 class _CassetteName(Convertor[str]):
@@ -92,6 +96,7 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
             raise ValueError("the admin token is empty; set a token, or run without one")
         admin.add_middleware(BearerToken, token=token.strip())
         declare_bearer_token(admin)
+    _declare_bad_parameters(admin)
     access = AdminAccess.of(settings)
     if access is AdminAccess.READ_ONLY:
         admin.add_middleware(ReadOnly, host=settings.host)
@@ -130,6 +135,11 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
             "load_errors": len(result.errors),
         }
 
+    @admin.head(HEALTH_PATH, include_in_schema=False)
+    def health_probe() -> Response:
+        """200 without a body, for probes that send HEAD (``wget --spider``, ``curl -I``)."""
+        return Response()
+
     @admin.get("/__admin/cassettes")
     async def cassettes() -> list[dict[str, Any]]:
         """Every cassette loaded (with providers, models and usage), then every file that failed
@@ -159,7 +169,7 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
 
         return await run_in_threadpool(details)
 
-    @admin.put("/__admin/cassettes/{name:cassette_name}")
+    @admin.put("/__admin/cassettes/{name:cassette_name}", openapi_extra=_CASSETTE_BODY)
     async def put_cassette(name: str, request: Request) -> JSONResponse:
         """Add or replace cassette NAME with the YAML in the body: validated first, written under
         the first cassette directory, then that file is reloaded. 201 when new, else 200."""
@@ -227,6 +237,32 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
     add_fault_routes(admin, service)
     add_session_routes(admin, service)
     return admin
+
+
+_BAD_PARAMETER = {"description": "a bad parameter, in the JSON error shape: "
+                                  '{"type": "error", "error": {"type", "code": "bad_request", "status", "message"}}'}
+
+
+def _declare_bad_parameters(admin: FastAPI) -> None:
+    """Say in the OpenAPI document that a bad parameter is a 400 in the project's error shape
+    (``_invalid_parameter``), not FastAPI's 422 ``HTTPValidationError``, which is never sent."""
+    build = admin.openapi
+
+    def openapi() -> dict[str, Any]:
+        if admin.openapi_schema is None:
+            schema = build()  # cached by FastAPI in admin.openapi_schema
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    if operation["responses"].pop("422", None) is not None:
+                        operation["responses"]["400"] = _BAD_PARAMETER
+            schemas = schema.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            if not schemas:
+                schema.get("components", {}).pop("schemas", None)
+        return admin.openapi_schema
+
+    admin.openapi = openapi  # type: ignore[method-assign]
 
 
 def _loaded_cassette(name: str, index: Index, result: LoadResult) -> Cassette:
