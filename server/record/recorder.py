@@ -32,7 +32,6 @@ from ..matching.keys import MatchRules
 from ..models import BodyKind, Cassette, Exchange, ReceivedRequest, Recorded
 from ..responses import build_response, header_bytes
 from ..settings import Settings
-from . import RecordMode
 from .forward import Forwarder, UpstreamAnswer, describe_failure
 from .scoping import forwarded_path
 from .scrub import Scrubber, redact_query
@@ -54,7 +53,6 @@ class Recorder:
 
     def __init__(self, settings: Settings, *, rules: MatchRules, loaded_file: Callable[[str], str | None],
                  publish: Publish, control_headers: Iterable[str]) -> None:
-        self.forwards_everything = settings.record is RecordMode.ALL
         self.default_cassette = settings.cassette
         self.record_errors = settings.record_errors
         self.max_size = settings.max_cassette_size

@@ -20,7 +20,7 @@ import math
 import random
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -267,23 +267,25 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:59] + "…"
 
 
-def _number(name: str, value: Any, text: bool) -> float:
+def _read_text(value: Any, text: bool, convert: Callable[[str], Any]) -> Any:
+    """A value from text (a header, ``--fault``) converted; else, or when it does not convert, as given."""
     if text and isinstance(value, str):
         try:
-            value = float(value)
+            return convert(value)
         except ValueError:
             pass
+    return value
+
+
+def _number(name: str, value: Any, text: bool) -> float:
+    value = _read_text(value, text, float)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise FaultRuleError(name, f"must be a number, not {_shown(value)}")
     return float(value)
 
 
 def _whole(name: str, value: Any, text: bool) -> int:
-    if text and isinstance(value, str):
-        try:
-            value = int(value)
-        except ValueError:
-            pass
+    value = _read_text(value, text, int)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
