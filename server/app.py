@@ -56,6 +56,7 @@ CASSETTE_HEADER = "x-cassette"
 SESSION_HEADER = "x-cassette-session"
 SPEED_HEADER = "x-replay-speed"
 FAULT_HEADER = "x-replay-fault"
+CONTENT_LENGTH = "content-length"
 
 
 class CassetteServerApp:
@@ -68,7 +69,8 @@ class CassetteServerApp:
         self._record_mode = service.settings.record  # a session may choose its own (session_options.py)
         self.tally = Tally()  # the summary lines that stand in for an access log (tally.py)
         self.admin = create_admin(service, lifespan=_lifespan(service, self.recorder, self.tally))
-        control = (CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER, FAULT_HEADER, CONTENT_TYPE)  # content-type: form bodies
+        # content-type: form bodies; content-length: _read_body checks it against the limit
+        control = (CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER, FAULT_HEADER, CONTENT_TYPE, CONTENT_LENGTH)
         self._wanted_headers = frozenset(name.encode("latin-1") for name in (*control, *service.rules.match_headers))
         # replay reads a body up to --max-body-size; recording forwards and writes it: --max-cassette-size too
         settings = service.settings
@@ -95,7 +97,7 @@ class CassetteServerApp:
         options = self.service.session_options.get(session) if self.service.session_options else None
         mode = self._record_mode if options is None or options.record is None else options.record
         try:
-            body = await _read_body(receive, self._body_limit, scope)
+            body = await _read_body(receive, self._body_limit, scope, headers.get(CONTENT_LENGTH))
         except _ClientGone:
             return
         except TooLarge as error:  # the server then reads and drops the rest, so the client sees the answer
@@ -195,22 +197,28 @@ class CassetteServerApp:
         if error is not None:
             error.__traceback__ = None  # its frames would keep the request's index alive after a reload
         took = time.monotonic() - arrived
-        interaction = match.interaction if match else recorded.interaction if recorded else None
-        outcome = _outcome(delivery) if match else None
+        if match is not None:  # served: every hit comes here, so its fields go positionally (in
+            # JournalEntry's order: keyword arguments cost 1.3 µs more per request, measured)
+            interaction = match.interaction
+            outcome = _outcome(delivery)
+            journal.add(JournalEntry(
+                time.time() - took, session, scope["method"], scope["path"], scope["query_string"].decode("latin-1"),
+                _journal_status(interaction, None, outcome, delivery), took, interaction, match.repeated,
+                match.relaxation, None, outcome, delivery.pieces if delivery else None,
+                len(interaction.response.chunks), None, fault,
+            ))
+            return
+        interaction = recorded.interaction if recorded else None
         journal.add(JournalEntry(
             time=time.time() - took,
             session=session,
             method=scope["method"],
             path=scope["path"],
             query=scope["query_string"].decode("latin-1"),
-            status=recorded.status if recorded else _journal_status(interaction, error, outcome, delivery),
+            status=recorded.status if recorded else _journal_status(interaction, error, None, None),
             duration=took,
             interaction=interaction,
-            repeated=match.repeated if match else False,
-            relaxation=match.relaxation if match else None,
             error=error,
-            outcome=outcome,
-            pieces_sent=delivery.pieces if delivery else None,
             pieces_total=len(interaction.response.chunks) if interaction else None,
             fault=fault,
             recorded=recorded,
@@ -394,16 +402,21 @@ class _ClientGone(Exception):
     pass
 
 
-async def _read_body(receive: Receive, limit: int, scope: Scope) -> bytes:
+async def _read_body(receive: Receive, limit: int, scope: Scope, declared: str | None) -> bytes:
     """The whole request body; TooLarge as soon as it is known to exceed ``limit`` bytes: from
-    its Content-Length before anything is read, else while it arrives (never held whole)."""
-    declared = next((value for name, value in scope["headers"] if name == b"content-length"), b"")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large(scope, declared.decode(), limit)
+    its Content-Length (``declared``) before anything is read, else while it arrives (never held
+    whole)."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(scope, declared, limit)
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body"):  # the whole body at once: most requests
+        body: bytes = message.get("body", b"")
+        if len(body) > limit:
+            raise _too_large(scope, str(len(body)), limit)
+        return body
     chunks = []
     size = 0
     while True:
-        message = await receive()
         if message["type"] == "http.disconnect":
             raise _ClientGone
         chunk = message.get("body", b"")
@@ -413,6 +426,7 @@ async def _read_body(receive: Receive, limit: int, scope: Scope) -> bytes:
             raise _too_large(scope, f"at least {size}", limit)
         if not message.get("more_body"):
             return b"".join(chunks)
+        message = await receive()
 
 
 def _too_large(scope: Scope, size: str, limit: int) -> TooLarge:

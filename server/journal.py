@@ -12,11 +12,11 @@ known already (no serialising), so a storm of long misses cannot hold more than 
 from __future__ import annotations
 
 import enum
-import sys
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from sys import getsizeof
 from typing import TYPE_CHECKING, Any
 
 from .errors import CassetteMiss, HTTPError
@@ -109,9 +109,9 @@ def entry_bytes(entry: JournalEntry) -> int:
     """What an entry holds, roughly, from sizes known without serialising anything: the fixed
     part, the strings the client chose (path, query), and for an error its message and the
     near misses' measured footprint (``NearMiss.footprint``)."""
-    size = ENTRY_BYTES + sys.getsizeof(entry.path) + sys.getsizeof(entry.query)
+    size = ENTRY_BYTES + getsizeof(entry.path) + getsizeof(entry.query)
     if entry.error is not None:
-        size += sys.getsizeof(entry.error.message) + sum(near.footprint for near in entry.near_misses)
+        size += getsizeof(entry.error.message) + sum(near.footprint for near in entry.near_misses)
     return size
 
 
@@ -143,10 +143,14 @@ class Journal:
         if not self.size:
             return
         size = entry_bytes(entry)
-        self._entries.appendleft((entry, size))
+        entries = self._entries
+        entries.appendleft((entry, size))
         self._bytes += size
-        while len(self._entries) > self.size or (self._bytes > self.max_bytes and len(self._entries) > 1):
-            self._forgotten(self._entries.pop()[1])
+        if len(entries) > self.size or self._bytes > self.max_bytes:  # once full, on every request: kept cheap
+            forgotten = 0
+            while len(entries) > self.size or (self._bytes - forgotten > self.max_bytes and len(entries) > 1):
+                forgotten += entries.pop()[1]
+            self._forgotten(forgotten)
 
     def _forgotten(self, size: int) -> None:
         self._bytes -= size

