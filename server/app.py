@@ -19,16 +19,18 @@ import asyncio
 import dataclasses
 import json
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .admin.routes import create_admin
+from .admin.guards import admin_access
+from .admin.health import health_endpoint, is_health_call
 from .errors import BadRequest, CassetteMiss, HTTPError, TooLarge
 from .journal import JournalEntry, Outcome
 from .matching.index import Index
@@ -36,7 +38,6 @@ from .matching.keys import CONTENT_TYPE
 from .matching.sessions import DEFAULT_SESSION
 from .models import Cassette, Interaction, ReceivedRequest, Recorded
 from .record import RecordMode
-from .record.recorder import Recorder, prepare_directory
 from .record.scoping import new_cassette_name
 from .replay.faults import Fault, Fired, parse_header
 from .replay.pacing import Pacing, parse_speed
@@ -46,6 +47,9 @@ from .session_options import SessionOptions
 from .settings import Settings
 from .tally import Tally
 from .watch import watch_lifespan
+
+if TYPE_CHECKING:  # imported when recording only: it brings httpx (~0.1 s)
+    from .record.recorder import Recorder
 
 log = logging.getLogger("cassette_server")
 
@@ -60,15 +64,21 @@ CONTENT_LENGTH = "content-length"
 
 
 class CassetteServerApp:
-    """The whole server as one ASGI callable. ``service`` is the in-process API; ``admin`` is
-    the FastAPI app (it also receives lifespan events)."""
+    """The whole server as one ASGI callable. ``service`` is the in-process API. The FastAPI
+    admin app is built with the first admin call other than health (``admin_app``): importing
+    FastAPI costs ~0.5 s of every start and ~16 MiB, which a server that only replays (and
+    answers health checks, admin/health.py) never pays. Lifespan events are handled here."""
 
     def __init__(self, service: CassetteService) -> None:
         self.service = service
+        admin_access(service.settings)  # checked (an empty token is refused) and logged at startup
         self.recorder = _recorder(service) if service.settings.recording else None
         self._record_mode = service.settings.record  # a session may choose its own (session_options.py)
         self.tally = Tally()  # the summary lines that stand in for an access log (tally.py)
-        self.admin = create_admin(service, lifespan=_lifespan(service, self.recorder, self.tally))
+        self._lifespan = _lifespan(service, self.recorder, self.tally)
+        self._health = health_endpoint(service)
+        self._admin: ASGIApp | None = None
+        self._admin_lock = threading.Lock()  # first admin calls may come at once, each in a thread
         # content-type: form bodies; content-length: _read_body checks it against the limit
         control = (CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER, FAULT_HEADER, CONTENT_TYPE, CONTENT_LENGTH)
         self._wanted_headers = frozenset(name.encode("latin-1") for name in (*control, *service.rules.match_headers))
@@ -77,10 +87,30 @@ class CassetteServerApp:
         self._body_limit = min(settings.max_body_size, settings.max_cassette_size) if self.recorder else settings.max_body_size
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not _is_admin(scope["path"]):
+        kind = scope["type"]
+        if kind == "http" and not _is_admin(scope["path"]):
             await self.replay(scope, receive, send)
-        else:
-            await self.admin(scope, receive, send)
+        elif kind == "http" and is_health_call(scope):
+            await self._health(scope, receive, send)
+        elif kind == "lifespan":
+            await serve_lifespan(self._lifespan, receive, send)
+        else:  # the admin API (a websocket too: the admin app refuses it)
+            await (await self.admin_app())(scope, receive, send)
+
+    async def admin_app(self) -> ASGIApp:
+        """The FastAPI admin app, built the first time it is needed, in a thread: replay goes on
+        while FastAPI is imported."""
+        if self._admin is None:
+            await asyncio.to_thread(self._build_admin)
+        assert self._admin is not None
+        return self._admin
+
+    def _build_admin(self) -> None:
+        with self._admin_lock:
+            if self._admin is None:
+                from .admin.routes import create_admin  # noqa: PLC0415 - FastAPI, imported on first use
+
+                self._admin = create_admin(self.service)
 
     async def replay(self, scope: Scope, receive: Receive, send: Send) -> None:
         arrived = time.monotonic()  # the clock replay's deadlines are on (replay/send.py)
@@ -286,6 +316,8 @@ def create_app(settings: Settings) -> CassetteServerApp:
     mode, the directory for new cassettes is created (ValueError when it cannot be written) and
     loaded too, so what is recorded there is served again after a reload."""
     if settings.recording:
+        from .record.recorder import prepare_directory  # noqa: PLC0415 - httpx, imported when recording only
+
         directory = settings.recording_directory()
         prepare_directory(directory)
         if not any(_same_path(directory, path) for path in settings.paths):
@@ -298,6 +330,8 @@ def _same_path(one: Path, other: Path) -> bool:
 
 
 def _recorder(service: CassetteService) -> Recorder:
+    from .record.recorder import Recorder  # noqa: PLC0415 - httpx, imported when recording only
+
     def loaded_file(name: str) -> str | None:
         cassette = service.index.by_name.get(name)
         return cassette.file if cassette else None
@@ -307,6 +341,27 @@ def _recorder(service: CassetteService) -> Recorder:
 
     return Recorder(service.settings, rules=service.rules, loaded_file=loaded_file, publish=publish,
                     control_headers=(CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER, FAULT_HEADER))
+
+
+async def serve_lifespan(lifespan: Callable[[Any], AbstractAsyncContextManager[None]], receive: Receive,
+                         send: Send) -> None:
+    """The ASGI lifespan protocol around ``lifespan``, as Starlette runs it: a failure at
+    startup or shutdown is reported to the server (which logs it and stops), then raised."""
+    await receive()  # lifespan.startup
+    running = lifespan(None)
+    try:
+        await running.__aenter__()
+    except BaseException as error:
+        await send({"type": "lifespan.startup.failed", "message": repr(error)})
+        raise
+    await send({"type": "lifespan.startup.complete"})
+    await receive()  # lifespan.shutdown
+    try:
+        await running.__aexit__(None, None, None)
+    except BaseException as error:
+        await send({"type": "lifespan.shutdown.failed", "message": repr(error)})
+        raise
+    await send({"type": "lifespan.shutdown.complete"})
 
 
 def _lifespan(service: CassetteService, recorder: Recorder | None,

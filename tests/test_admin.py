@@ -14,6 +14,8 @@ import hashlib
 import json
 import logging
 import os
+import subprocess
+import sys
 import tracemalloc
 import weakref
 from collections.abc import Callable
@@ -638,3 +640,42 @@ def test_an_empty_token_is_refused_not_ignored(cassette_dir: Path, token: str) -
 def test_the_token_is_compared_without_surrounding_whitespace(client) -> None:
     app = client(admin_token=" s3cret\n")
     assert app.get("/__admin/cassettes", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+_FIRST_CALLS = """
+import asyncio, json, sys
+from pathlib import Path
+from server import Settings, create_app
+
+app = create_app(Settings(paths=(Path(sys.argv[1]),)))
+
+async def call(method, path):
+    sent = []
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+    async def send(message):
+        sent.append(message)
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "path": path,
+             "raw_path": path.encode(), "query_string": b"", "headers": [(b"host", b"127.0.0.1:8080")],
+             "scheme": "http", "root_path": "", "server": ("127.0.0.1", 8080), "client": ("127.0.0.1", 5000)}
+    await app(scope, receive, send)
+    return sent[0]["status"], b"".join(message.get("body", b"") for message in sent[1:])
+
+for method, path in (("GET", "/__admin/health"), ("HEAD", "/__admin/health"), ("GET", "/__admin/cassettes")):
+    status, body = asyncio.run(call(method, path))
+    print(json.dumps([method, path, status, body.decode(), "fastapi" in sys.modules, "httpx" in sys.modules]))
+"""
+
+
+def test_health_is_answered_without_importing_fastapi_which_comes_with_the_first_other_admin_call(
+        write_cassette, cassette_dir: Path, tmp_path: Path) -> None:
+    write_cassette("weather", interaction())
+    script = tmp_path / "first_calls.py"
+    script.write_text(_FIRST_CALLS)
+    done = subprocess.run([sys.executable, str(script), str(cassette_dir)], capture_output=True, text=True,
+                          timeout=60, check=True)
+    health, probe, listing = (json.loads(line) for line in done.stdout.splitlines())
+    assert health[2] == 200 and json.loads(health[3])["interactions"] == 1
+    assert health[4:] == [False, False]  # neither FastAPI nor the recorder's httpx: a replaying server never needs them
+    assert probe[2:] == [200, "", False, False]
+    assert listing[2] == 200 and json.loads(listing[3])[0]["name"] == "weather" and listing[4] is True

@@ -4,12 +4,15 @@ back as the same data."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from server.documents import dump_document, parse_document
+from server.documents import dump_document, may_have_anchor, parse_document
 from server.loader import load_file
 
 
@@ -88,3 +91,9 @@ def test_json_is_written_as_vcrpys_json_serializer_writes_it() -> None:
                       b'    "version": 1\n}\n'
     document = parse_document(written, file="t")
     assert document.data == data and document.syntax == "json"
+
+
+@given(st.lists(st.sampled_from(b"& \t\r\n[{,a:"), max_size=40).map(bytes))
+def test_the_anchor_search_finds_an_ampersand_where_a_node_starts_followed_by_a_name(text: bytes) -> None:
+    node_start = re.compile(rb"(?:^|[ \t\r\n\[{,])&[^ \t\r\n]", re.MULTILINE)  # what YAML calls an anchor's start
+    assert may_have_anchor(text) == bool(node_start.search(text))

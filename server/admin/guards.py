@@ -8,16 +8,18 @@ import enum
 import ipaddress
 import logging
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, Request
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import Forbidden, HTTPError, TooLarge, Unauthorized
 from ..settings import Settings
 from .views import json_error
+
+if TYPE_CHECKING:  # the app imports this module at startup, and FastAPI only with the first admin call
+    from fastapi import FastAPI, Request
 
 log = logging.getLogger("cassette_server")
 
@@ -59,6 +61,17 @@ class AdminAccess(enum.Enum):
         if is_loopback(settings.host):
             return cls.LOCAL
         return cls.OPEN if settings.admin_open else cls.READ_ONLY
+
+
+def admin_access(settings: Settings) -> AdminAccess:
+    """Who may change the server through the admin API, checked and logged once, at startup (the
+    admin app itself is built with the first admin call). ValueError for an empty --admin-token."""
+    token = settings.admin_token
+    if token is not None and not token.strip():  # "Bearer " would match an empty token: that is no protection
+        raise ValueError("the admin token is empty; set a token, or run without one")
+    access = AdminAccess.of(settings)
+    log_admin_access(access, settings)
+    return access
 
 
 def log_admin_access(access: AdminAccess, settings: Settings) -> None:

@@ -18,7 +18,6 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Lifespan
 
 from ..catalog import unused
 from ..errors import BadRequest, HTTPError, NotFound, UnknownCassette
@@ -39,9 +38,9 @@ from .guards import (
     ReadOnly,
     declare_bearer_token,
     is_loopback,
-    log_admin_access,
     read_limited,
 )
+from .health import health_of
 from .sessions import add_session_routes
 from .views import (
     cassette_summary,
@@ -78,8 +77,9 @@ class _CassetteName(Convertor[str]):
 register_url_convertor("cassette_name", _CassetteName())  # Starlette's only way to add a convertor
 
 
-def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
-    """The admin app; ``lifespan`` runs what lives as long as the server (the file watcher)."""
+def create_admin(service: CassetteService) -> FastAPI:
+    """The admin app, built on the first admin call (app.py): the settings were checked and the
+    admin access logged at startup (guards.admin_access)."""
     admin = FastAPI(
         title="cassette-server admin",
         version=VERSION,
@@ -87,20 +87,15 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
         redoc_url=None,
         openapi_url=OPENAPI_PATH,
         swagger_ui_oauth2_redirect_url=None,
-        lifespan=lifespan,
     )
     settings = service.settings
     token = settings.admin_token
     if token is not None:
-        if not token.strip():  # "Bearer " would match an empty token: that is no protection
-            raise ValueError("the admin token is empty; set a token, or run without one")
         admin.add_middleware(BearerToken, token=token.strip())
         declare_bearer_token(admin)
     _declare_bad_parameters(admin)
-    access = AdminAccess.of(settings)
-    if access is AdminAccess.READ_ONLY:
+    if AdminAccess.of(settings) is AdminAccess.READ_ONLY:
         admin.add_middleware(ReadOnly, host=settings.host)
-    log_admin_access(access, settings)
     admin.add_middleware(HostAndOrigin, loopback_hosts_only=is_loopback(settings.host))
     admin.add_middleware(InternalErrors)
 
@@ -125,20 +120,9 @@ def create_admin(service: CassetteService, *, lifespan: Lifespan[FastAPI] | None
 
     @admin.get(HEALTH_PATH)
     def health() -> dict[str, Any]:
-        """200 once cassettes are loaded (they load before the server accepts connections)."""
-        result = service.loaded.result
-        return {
-            "status": "ok",
-            "version": VERSION,
-            "cassettes": len(result.cassettes),
-            "interactions": result.interaction_count,
-            "load_errors": len(result.errors),
-        }
-
-    @admin.head(HEALTH_PATH, include_in_schema=False)
-    def health_probe() -> Response:
-        """200 without a body, for probes that send HEAD (``wget --spider``, ``curl -I``)."""
-        return Response()
+        """200 once cassettes are loaded (they load before the server accepts connections).
+        Answered by app.py without this app (health.py); declared here for the OpenAPI page."""
+        return health_of(service)
 
     @admin.get("/__admin/cassettes")
     async def cassettes() -> list[dict[str, Any]]:
