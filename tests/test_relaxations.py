@@ -11,7 +11,7 @@ import pytest
 from server import Settings, create_app
 from server.matching.index import Exhausted
 from server.matching.keys import MatchRules
-from server.matching.relaxations import RELAXATION_NAMES, RELAXATIONS, RelaxedIndex, relax
+from server.matching.relaxations import RELAXATION_NAMES, RELAXATIONS, RelaxedFind, RelaxedIndex, relax
 from server.service import CassetteService
 
 from .conftest import interaction
@@ -64,9 +64,27 @@ def test_different_endpoints_stay_different(received: str, recorded: str) -> Non
     assert relaxed_path(*received.partition("?")[::2]) != relaxed_path(*recorded.partition("?")[::2])
 
 
+def recordings(*keys, cassette: str = "c") -> list:
+    """Each key as recorded in ``cassette`` (a SequenceRef)."""
+    return [(cassette, recorded) for recorded in keys]
+
+
+def test_a_lookup_scoped_to_a_cassette_meets_only_its_recordings_and_a_key_in_two_is_one() -> None:
+    chat, api = key("/v1/chat/completions"), key("/api/v1/chat/completions")
+    index = RelaxedIndex([*recordings(chat, cassette="a"), *recordings(chat, api, cassette="b")])
+    assert index.find(key("/openai/v1/chat/completions"), "a").recorded == chat
+    assert len(index.find(key("/openai/v1/chat/completions"), "b").ambiguous) == 2
+    assert index.find(key("/openai/v1/chat/completions"), "c") == index.find(key("/nothing")) == RelaxedFind()
+    assert index.find(key("/chat/completions", "beta=true")).recorded == chat  # recorded in two cassettes: one request
+    assert index.find(key("/openai/v1/chat/completions")).ambiguous == (chat, api)  # each once
+    removed = index.updated(removed=recordings(api, cassette="b"))
+    assert removed.find(key("/openai/v1/chat/completions")).recorded == chat
+    assert len(index.find(key("/openai/v1/chat/completions")).ambiguous) == 2  # the old index is left as it was
+
+
 def test_find_names_only_the_relaxations_needed() -> None:
     recorded = [key("/v1/chat/completions"), key("/v1/messages", "beta=true"), key("/v1beta/models/g:generateContent")]
-    index = RelaxedIndex(recorded, [])
+    index = RelaxedIndex(recordings(*recorded))
     azure = index.find(key("/openai/deployments/d/chat/completions", "api-version=2024-10-21"))
     assert azure.recorded == recorded[0] and azure.name == "azure-api-version+openai-compatible-prefix"
     vercel = index.find(key("/messages"))
@@ -79,11 +97,11 @@ def test_find_names_only_the_relaxations_needed() -> None:
 
 def test_the_first_stage_that_meets_recordings_decides() -> None:
     beta, plain = key("/v1/messages", "beta=true"), key("/messages")
-    index = RelaxedIndex([beta, plain], [])
+    index = RelaxedIndex(recordings(beta, plain))
     assert index.find(key("/v1/messages", "beta=false")).recorded == beta  # stage 1 meets only one
     nothing = index.find(key("/v1/messages/", ""))  # meets nothing: a trailing slash is another path
     assert nothing.recorded is None and nothing.ambiguous == ()
-    both = RelaxedIndex([key("/v1/chat/completions"), key("/api/v1/chat/completions")], [])
+    both = RelaxedIndex(recordings(key("/v1/chat/completions"), key("/api/v1/chat/completions")))
     found = both.find(key("/openai/v1/chat/completions"))
     assert found.recorded is None and found.stage == "openai-compatible-prefix" and len(found.ambiguous) == 2
 

@@ -94,18 +94,15 @@ class Index:
         # the cassettes whose sequences changed: sessions' state of them is carried over (Sessions.adopt)
         self.changed = frozenset(gone) | {cassette.name for cassette in fresh}
         if base is None:  # the fallback after a strict miss
-            self.relaxed = RelaxedIndex(self._sequences, self._scoped) if relax else RelaxedIndex((), ())
+            self.relaxed = RelaxedIndex(self._scoped if relax else ())
             return
         order = {name: position for position, name in enumerate(self.by_name)}
         touched = {sequence.ref[1] for sequence in added}
         for key in touched:  # sequences of one key in cassette load order
             self._sequences[key] = tuple(sorted(self._sequences[key], key=lambda sequence: order[sequence.ref[0]]))
-        before = {sequence.ref[1] for sequence in removed}
         self.relaxed = base.relaxed if not relax else base.relaxed.updated(
-            added=[key for key in touched if key not in base._sequences],
-            removed=[key for key in before if key not in self._sequences],
-            added_scoped=[sequence.ref for sequence in added if sequence.ref not in base._scoped],
-            removed_scoped=[sequence.ref for sequence in removed if sequence.ref not in self._scoped],
+            added=[sequence.ref for sequence in added if sequence.ref not in base._scoped],
+            removed=[sequence.ref for sequence in removed if sequence.ref not in self._scoped],
         )
 
     def _add(self, cassette: Cassette) -> list[RecordedSequence]:

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from .keys import MatchKey
+from .sessions import SequenceRef
 
 Query = tuple[tuple[str, str], ...]
 Rewrite = Callable[[str, Query], tuple[str, Query]]
@@ -147,9 +147,18 @@ def relax(key: MatchKey, stage: int) -> MatchKey:
 
 
 def relaxed_forms(key: MatchKey) -> list[MatchKey]:
-    """``relax(key, stage)`` for every stage, in one pass (each stage rewrites the one before)."""
-    method, _, _, headers, body = key
-    return [(method, path, query, headers, body) for path, query in _rewrites(key[1], key[2])]
+    """``relax(key, stage)`` for every stage, in one pass (each stage rewrites the one before).
+    A stage that changes nothing gives the very same tuple as the one before (``key`` itself when
+    no stage changes it): an index keeps one per stage and recording, and most stages change
+    nothing."""
+    method, path, query, headers, body = key
+    forms = []
+    current = key
+    for new_path, new_query in _rewrites(path, query):
+        if new_path != current[1] or new_query != current[2]:
+            current = (method, new_path, new_query, headers, body)
+        forms.append(current)
+    return forms
 
 
 @functools.lru_cache(maxsize=4096)
@@ -164,51 +173,49 @@ def _rewrites(path: str, query: Query) -> tuple[tuple[str, Query], ...]:
 
 
 class RelaxedIndex:
-    """Recorded keys under each cumulative stage of relaxations, computed at load time.
+    """The recorded requests under each cumulative stage of relaxations, computed at load time:
+    per stage, relaxed key → the recordings (``SequenceRef``: cassette name and recorded key,
+    the index's own objects) that relax to it. A lookup scoped to one cassette keeps that
+    cassette's; an unscoped one, every distinct recorded key.
 
     A new index for a few changed cassettes is made from the previous one with ``updated``,
-    which relaxes only the keys that came or went (entries are tuples, shared, never changed).
+    which relaxes only the recordings that came or went (entries are tuples, shared, never
+    changed).
     """
 
-    def __init__(self, keys: Iterable[MatchKey], scoped_keys: Iterable[tuple[str, MatchKey]]) -> None:
-        stages = range(len(RELAXATIONS))
-        self._all: list[dict[MatchKey, tuple[MatchKey, ...]]] = [{} for _ in stages]
-        self._scoped: list[dict[tuple[str, MatchKey], tuple[MatchKey, ...]]] = [{} for _ in stages]
-        self._add(keys, scoped_keys)
+    def __init__(self, refs: Iterable[SequenceRef] = ()) -> None:
+        self._tables: list[dict[MatchKey, tuple[SequenceRef, ...]]] = [{} for _ in RELAXATIONS]
+        self._add(refs)
 
-    def updated(
-        self, *, added: Iterable[MatchKey] = (), removed: Iterable[MatchKey] = (),
-        added_scoped: Iterable[tuple[str, MatchKey]] = (), removed_scoped: Iterable[tuple[str, MatchKey]] = (),
-    ) -> RelaxedIndex:
-        """A copy with keys (recorded anywhere, or in one cassette: ``scoped``) added and removed;
-        this one is left as it is, for the requests still using it."""
-        new = RelaxedIndex((), ())
-        new._all = [dict(table) for table in self._all]
-        new._scoped = [dict(table) for table in self._scoped]
-        for table, relaxed, key in new._places(removed, removed_scoped):
-            _remove(table, relaxed, key)
-        new._add(added, added_scoped)
+    def updated(self, *, added: Iterable[SequenceRef] = (), removed: Iterable[SequenceRef] = ()) -> RelaxedIndex:
+        """A copy with recordings added and removed; this one is left as it is, for the requests
+        still using it."""
+        new = RelaxedIndex()
+        new._tables = [dict(table) for table in self._tables]
+        for ref in removed:
+            for table, relaxed in zip(new._tables, relaxed_forms(ref[1])):
+                kept = tuple(other for other in table.get(relaxed, ()) if other != ref)
+                if kept:
+                    table[relaxed] = kept
+                else:
+                    table.pop(relaxed, None)
+        new._add(added)
         return new
 
-    def _add(self, keys: Iterable[MatchKey], scoped_keys: Iterable[tuple[str, MatchKey]]) -> None:
-        for table, relaxed, key in self._places(keys, scoped_keys):
-            _add(table, relaxed, key)
-
-    def _places(
-        self, keys: Iterable[MatchKey], scoped_keys: Iterable[tuple[str, MatchKey]]
-    ) -> Iterator[tuple[dict[Any, tuple[MatchKey, ...]], Any, MatchKey]]:
-        """(table, relaxed key, recorded key): where each stage files each key (and scoped key)."""
-        for key in keys:
-            for stage, relaxed in enumerate(relaxed_forms(key)):
-                yield self._all[stage], relaxed, key
-        for scope, key in scoped_keys:
-            for stage, relaxed in enumerate(relaxed_forms(key)):
-                yield self._scoped[stage], (scope, relaxed), key
+    def _add(self, refs: Iterable[SequenceRef]) -> None:
+        for ref in refs:
+            for table, relaxed in zip(self._tables, relaxed_forms(ref[1])):
+                there = table.get(relaxed)
+                if there is None:
+                    table[relaxed] = (ref,)
+                elif ref not in there:
+                    table[relaxed] = (*there, ref)
 
     def find(self, key: MatchKey, scope: str | None = None) -> RelaxedFind:
         """The recorded key that ``key`` (a strict miss) relaxes to, if one stage meets exactly one."""
         for stage, relaxed in enumerate(relaxed_forms(key)):
-            found = self._all[stage].get(relaxed) if scope is None else self._scoped[stage].get((scope, relaxed))
+            refs = self._tables[stage].get(relaxed, ())
+            found = tuple(dict.fromkeys(recorded for cassette, recorded in refs if scope is None or cassette == scope))
             if not found:
                 continue
             name = RELAXATIONS[stage].name
@@ -216,20 +223,6 @@ class RelaxedIndex:
                 return RelaxedFind(stage=name, ambiguous=found)
             return RelaxedFind(recorded=found[0], name=_names_used(key, found[0], stage), stage=name)
         return RelaxedFind()
-
-
-def _add(table: dict[Any, tuple[MatchKey, ...]], relaxed: Any, key: MatchKey) -> None:
-    keys = table.get(relaxed, ())
-    if key not in keys:
-        table[relaxed] = (*keys, key)
-
-
-def _remove(table: dict[Any, tuple[MatchKey, ...]], relaxed: Any, key: MatchKey) -> None:
-    kept = tuple(other for other in table.get(relaxed, ()) if other != key)
-    if kept:
-        table[relaxed] = kept
-    else:
-        table.pop(relaxed, None)
 
 
 def _names_used(received: MatchKey, recorded: MatchKey, stage: int) -> str:
