@@ -108,11 +108,12 @@ def _parse_yaml(text: bytes, *, file: str) -> Document:
     loader = CassetteLoader(text)
     try:
         node = loader.get_single_node()
+        anchors = may_have_anchor(text)
         if node is not None:
-            if may_have_anchor(text):  # no anchor, no alias: nothing to expand
+            if anchors:  # no anchor, no alias: nothing to expand
                 _check_aliases(node, limit=_EXPANSION_FACTOR * len(text) + _EXPANSION_ALLOWANCE, file=file)
             keep_sent_text(node)
-        data = loader.construct_document(node) if node is not None else None
+        data = None if node is None else construct(loader, node, plain=not anchors)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         reason = f"invalid YAML: {error.problem or error.context}"
@@ -129,6 +130,52 @@ def _parse_yaml(text: bytes, *, file: str) -> Document:
     finally:
         loader.dispose()
     return Document(data, *_lines(node))
+
+
+_STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+# Scalars PyYAML's safe constructor builds in one step, from the node alone.
+_SCALAR_TAGS = frozenset("tag:yaml.org,2002:" + kind for kind in ("null", "bool", "int", "float", "binary", "timestamp"))
+
+
+class _Unusual(Exception):
+    """A node the direct construction leaves to PyYAML's constructor."""
+
+
+def construct(loader: Any, node: yaml.Node, *, plain: bool) -> Any:
+    """The data of a composed document. A ``plain`` one (no anchor, hence no alias: no node is
+    shared) made only of mappings, sequences, text and the common scalars is built directly,
+    in a third of the time PyYAML's constructor takes (it keeps every node in a table of
+    objects built, and builds each mapping and sequence in two steps, for aliases); anything
+    else (merge keys, sets, Python tags, a key that is not a scalar) goes to PyYAML's, so the
+    data and the errors are PyYAML's either way."""
+    if plain:
+        try:
+            return _construct(loader, node)
+        except (_Unusual, RecursionError):
+            pass
+    return loader.construct_document(node)
+
+
+def _construct(loader: Any, node: yaml.Node) -> Any:
+    tag = node.tag
+    kind = type(node)
+    if kind is yaml.ScalarNode:
+        if tag == _STR:
+            return node.value
+        if tag in _SCALAR_TAGS:
+            return loader.yaml_constructors[tag](loader, node)
+    elif kind is yaml.MappingNode and tag == _MAP:
+        data = {}
+        for key_node, value_node in node.value:
+            if type(key_node) is not yaml.ScalarNode or (key_node.tag != _STR and key_node.tag not in _SCALAR_TAGS):
+                raise _Unusual  # merge keys (<<), = keys, keys that are mappings or sequences
+            data[_construct(loader, key_node)] = _construct(loader, value_node)
+        return data
+    elif kind is yaml.SequenceNode and tag == _SEQ:
+        return [_construct(loader, item) for item in node.value]
+    raise _Unusual
 
 
 def _unreadable_text(error: yaml.reader.ReaderError, text: bytes) -> str:

@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.documents import dump_document, may_have_anchor, parse_document
+from server.documents import CassetteLoader, construct, dump_document, may_have_anchor, parse_document
 from server.loader import load_file
 
 
@@ -97,3 +98,47 @@ def test_json_is_written_as_vcrpys_json_serializer_writes_it() -> None:
 def test_the_anchor_search_finds_an_ampersand_where_a_node_starts_followed_by_a_name(text: bytes) -> None:
     node_start = re.compile(rb"(?:^|[ \t\r\n\[{,])&[^ \t\r\n]", re.MULTILINE)  # what YAML calls an anchor's start
     assert may_have_anchor(text) == bool(node_start.search(text))
+
+
+_YAML_DATA = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | st.binary(max_size=20)
+    | st.datetimes(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=5) | st.integers() | st.booleans(), children, max_size=4),
+    max_leaves=20,
+)
+
+
+def _both_ways(text: bytes) -> tuple[object, object]:
+    """The data PyYAML's constructor builds from ``text``, and the direct construction's (or
+    the exception each raised)."""
+    built = []
+    for plain in (False, True):
+        loader = CassetteLoader(text)
+        try:
+            built.append(construct(loader, loader.get_single_node(), plain=plain))
+        except yaml.YAMLError as error:
+            built.append(type(error))
+        finally:
+            loader.dispose()
+    return built[0], built[1]
+
+
+@given(_YAML_DATA)
+def test_documents_without_anchors_are_built_directly_into_the_data_pyyaml_builds(data: object) -> None:
+    pyyaml, direct = _both_ways(yaml.safe_dump({"interactions": [data]}).encode())
+    assert direct == pyyaml
+
+
+@pytest.mark.parametrize("text", [
+    "base: {a: 1}\nmerged: {<<: {a: 1}, b: 2}\n",  # merge key
+    "s: !!set {a, b}\no: !!omap [{a: 1}]\n",
+    "? [a, b]\n: value\n",  # a key that is a sequence: PyYAML refuses it
+    "x: !!str {a: 1}\n",  # a tag that does not fit the node: PyYAML refuses it
+    "v: !!python/unicode 'old vcrpy'\nt: !!python/tuple [1, 2]\n",
+    "= : value\n",
+    "when: 2024-01-02 03:04:05\nbody: !!binary aGk=\nn: 0x1F\nf: .inf\n",
+])
+def test_unusual_documents_get_pyyamls_data_or_error(text: str) -> None:
+    pyyaml, direct = _both_ways(text.encode())
+    assert direct == pyyaml
