@@ -261,19 +261,22 @@ def keep_sent_text(root: yaml.Node) -> None:
     JSON data of ``parsed_body`` or of a body written as a YAML mapping) keep their type; in
     such JSON data, a date stays the text written (JSON has no dates)."""
     for message in _messages(root):
-        headers = _value_of(message, "headers")
+        fields = _fields(message)
+        headers = fields.get("headers")
         stack = [headers] if headers is not None else []
         while stack:  # header mappings may be shared through aliases: retagging twice is harmless
             node = stack.pop()
             stack += _child_nodes(node)
             _as_text(node)
         for field in ("body", "content"):
-            body = _value_of(message, field)
+            body = fields.get(field)
             _as_text(body)
-            _as_text(_value_of(body, "string"))
-            kind = _value_of(body, "type")
-            if isinstance(kind, yaml.ScalarNode) and kind.value in _TEXT_BODY_TYPES:
-                _as_text(_value_of(body, "content"))
+            if isinstance(body, yaml.MappingNode):
+                typed = _fields(body)
+                _as_text(typed.get("string"))
+                kind = typed.get("type")
+                if isinstance(kind, yaml.ScalarNode) and kind.value in _TEXT_BODY_TYPES:
+                    _as_text(typed.get("content"))
             _dates_as_text(body)
 
 
@@ -281,13 +284,23 @@ def _messages(root: yaml.Node) -> list[yaml.Node]:
     """Every request and response node: of ``interactions``, or of the ``requests`` and
     ``responses`` lists of vcrpy's in-memory layout (formats/vcrpy.py)."""
     found = []
-    interactions = _value_of(root, "interactions")
+    top = _fields(root)
+    interactions = top.get("interactions")
     for interaction in interactions.value if isinstance(interactions, yaml.SequenceNode) else ():
-        found += [node for side in ("request", "response") if (node := _value_of(interaction, side)) is not None]
+        sides = _fields(interaction)
+        found += [node for side in ("request", "response") if (node := sides.get(side)) is not None]
     for side in ("requests", "responses") if interactions is None else ():
-        items = _value_of(root, side)
+        items = top.get(side)
         found += items.value if isinstance(items, yaml.SequenceNode) else []
     return found
+
+
+def _fields(node: yaml.Node | None) -> dict[str, yaml.Node]:
+    """The value nodes of a mapping node's plain keys, by key (the last of a repeated key, as
+    the constructor keeps): one pass, however many fields are then looked at."""
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {key.value: value for key, value in node.value if isinstance(key, yaml.ScalarNode)}
 
 
 def _dates_as_text(body: yaml.Node | None) -> None:
@@ -302,16 +315,6 @@ def _dates_as_text(body: yaml.Node | None) -> None:
         stack += _child_nodes(node)
         if isinstance(node, yaml.ScalarNode) and not node.style and node.tag == _TIMESTAMP_TAG:
             node.tag = _STR_TAG
-
-
-def _value_of(node: yaml.Node | None, key: str) -> yaml.Node | None:
-    """The value node of a plain key in a mapping node (the last, as the constructor keeps)."""
-    found = None
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
-                found = value_node
-    return found
 
 
 def _as_text(node: yaml.Node | None) -> None:
