@@ -33,7 +33,7 @@ from .catalog import summarise
 from .checks import check_paths
 from .loader import load_paths
 from .matching.relaxations import RELAXATIONS
-from .memory import tune_allocator
+from .memory import freeze_startup_objects, tune_allocator
 from .protocol import JsonErrorsProtocol
 from .record import RecordMode
 from .settings import Option, Settings
@@ -172,6 +172,7 @@ def serve(settings: Settings) -> int:
     if settings.strict and failures:
         print(f"cassette-server: {len(failures)} cassette file(s) failed to load and --strict is set", file=sys.stderr)
         return 1
+    freeze_startup_objects()  # full garbage collections scan only what comes after: no stalls mid-stream
     with _sigterm_ends_cleanly():
         uvicorn.run(app, host=settings.host, port=settings.port, log_config=log_config,
                     log_level=settings.log_level, access_log=settings.access_log, **UVICORN_OPTIONS)

@@ -20,6 +20,7 @@ Elsewhere than glibc (macOS, musl) both do nothing.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import threading
 from typing import Any
@@ -77,3 +78,27 @@ class Trimmer:
         with self._lock:
             self._pending = None
         trim()
+
+
+FULL_COLLECTION_AFTER = 100  # collections of the middle generation between full ones (CPython's default: 10)
+
+
+def freeze_startup_objects() -> None:
+    """Leave what startup built (modules, the loaded cassettes, their index) out of the cyclic
+    garbage collector's work: it scans every tracked object in each full collection, and a full
+    collection runs on the event loop, stalling every stream in flight. Measured with 500 paced
+    streams and a small cassette directory: one full collection mid-run took 59 ms, and p99
+    lateness went from 12 ms (collector off) to 75–100 ms; frozen, the collector scans only what
+    came after. Frozen objects are still freed when nothing refers to them (a reload replacing
+    cassettes frees the old ones); only cyclic garbage among them would stay, and startup is
+    collected first. Called by the command line, which owns the process (the library does not
+    freeze the objects of the process it runs in).
+
+    Full collections are also made rarer (one per ``FULL_COLLECTION_AFTER`` collections of the
+    middle generation, not 10): with 500 paced streams p99 lateness went from 14–25 ms (frozen,
+    default thresholds) to 8–11 ms, as with the collector off. Young collections are as often
+    as ever, so cyclic garbage of short requests is still collected at once."""
+    gc.collect()
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_AFTER)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import re
 import socket
@@ -16,9 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+import server.cli as cli
 from server import create_app
 from server.cli import NOT_FOR_RECORD, build_parser, main, resolve_settings
 from server.loader import FOUND_SUFFIXES
+from server.memory import FULL_COLLECTION_AFTER
 from server.record import RecordMode
 from server.record.upstreams import parse_route
 from server.settings import Settings
@@ -361,3 +364,27 @@ def test_access_log_brings_the_per_request_lines_back(write_cassette, cassette_d
         process.terminate()
         output = process.stdout.read()
     assert '"POST /v1/chat/completions HTTP/1.1" 200' in output
+
+
+def test_serve_takes_what_startup_built_out_of_full_garbage_collections(write_cassette, cassette_dir: Path,
+                                                                        monkeypatch) -> None:
+    """A full collection scans every tracked object on the event loop: with startup's objects
+    in it, one stalled 500 paced streams by ~60 ms (server/memory.py)."""
+    write_cassette("weather", interaction())
+    seen = {}
+
+    def run(app, **options) -> None:  # stands in for uvicorn.run: the state the server would start in
+        seen.update(frozen=gc.get_freeze_count(), thresholds=gc.get_threshold(),
+                    cassette_frozen=any(o is app.service.index for o in gc.get_objects()))
+
+    monkeypatch.setattr(cli.uvicorn, "run", run)
+    monkeypatch.setattr(cli.logging.config, "dictConfig", lambda config: None)  # this process's logging stays
+    monkeypatch.setattr(cli, "tune_allocator", lambda: None)  # and its allocator
+    thresholds = gc.get_threshold()
+    try:
+        assert cli.serve(Settings(paths=(cassette_dir,), port=0)) == 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+    assert seen["frozen"] > 1000 and not seen["cassette_frozen"]  # frozen objects are not in gc.get_objects()
+    assert seen["thresholds"][2] == FULL_COLLECTION_AFTER
