@@ -222,7 +222,7 @@ class CassetteServerApp:
         if error is not None and self.service.session_options:  # kept apart from the journal, which forgets
             self.service.note_refused(session, f"{scope['method']} {scope['path']}", error)
         journal = self.service.journal
-        if not journal.enabled:
+        if not journal.size:  # the journal is off
             return
         if error is not None:
             error.__traceback__ = None  # its frames would keep the request's index alive after a reload
@@ -230,12 +230,15 @@ class CassetteServerApp:
         if match is not None:  # served: every hit comes here, so its fields go positionally (in
             # JournalEntry's order: keyword arguments cost 1.3 µs more per request, measured)
             interaction = match.interaction
-            outcome = _outcome(delivery)
+            if delivery is not None and delivery.complete:  # sent whole, no fault in its place: most hits
+                outcome, status = Outcome.COMPLETE, interaction.response.status
+            else:
+                outcome = _outcome(delivery)
+                status = _journal_status(interaction, None, outcome, delivery)
             journal.add(JournalEntry(
                 time.time() - took, session, scope["method"], scope["path"], scope["query_string"].decode("latin-1"),
-                _journal_status(interaction, None, outcome, delivery), took, interaction, match.repeated,
-                match.relaxation, None, outcome, delivery.pieces if delivery else None,
-                len(interaction.response.chunks), None, fault,
+                status, took, interaction, match.repeated, match.relaxation, None, outcome,
+                delivery.pieces if delivery else None, len(interaction.response.chunks), None, fault,
             ))
             return
         interaction = recorded.interaction if recorded else None
