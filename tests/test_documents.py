@@ -142,3 +142,18 @@ def test_documents_without_anchors_are_built_directly_into_the_data_pyyaml_build
 def test_unusual_documents_get_pyyamls_data_or_error(text: str) -> None:
     pyyaml, direct = _both_ways(text.encode())
     assert direct == pyyaml
+
+
+@given(st.text(max_size=12) | st.sampled_from(["yes", "No", "0755", "12:30", "1.5e3", "~", "", "null", ".inf",
+                                                 "2024-01-02", "0x1F", "<<", "=", "-1_000"]),
+       st.booleans(), st.booleans())
+def test_tags_are_resolved_as_pyyaml_resolves_them(value: str, plain: bool, quoted: bool) -> None:
+    loader = CassetteLoader("")
+    try:
+        for _ in range(2):  # the second time from the cache
+            assert loader.resolve(yaml.ScalarNode, value, (plain, quoted)) == yaml.SafeLoader.resolve(
+                loader, yaml.ScalarNode, value, (plain, quoted))
+        for kind in (yaml.MappingNode, yaml.SequenceNode):
+            assert loader.resolve(kind, None, (plain, quoted)) == yaml.SafeLoader.resolve(loader, kind, None, (plain, quoted))
+    finally:
+        loader.dispose()
