@@ -44,15 +44,15 @@ class CassetteLoader(SafeLoader):  # type: ignore[misc, valid-type]
 
     def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
         if kind is not yaml.ScalarNode:
-            return str(_base_resolve(self, kind, value, implicit))
+            return _base_resolve(self, kind, value, implicit)  # type: ignore[no-any-return]
         if not implicit[0]:  # quoted, or a block scalar: no implicit type (and no path resolvers here)
             return _STR_TAG
-        tag = _PLAIN_TAGS.get(value)
+        tag: str | None = _PLAIN_TAGS.get(value)
         if tag is None:
             tag = _base_resolve(self, kind, value, implicit)
             if len(value) <= _CACHED_LENGTH and len(_PLAIN_TAGS) < _CACHED_VALUES:
                 _PLAIN_TAGS[value] = tag
-        return str(tag)
+        return tag
 
     # No path resolvers are ever added: the per-node bookkeeping for them is skipped.
     def descend_resolver(self, current_node: Any, current_index: Any) -> None:
@@ -199,8 +199,8 @@ def _construct(loader: Any, node: yaml.Node) -> Any:
     elif kind is yaml.MappingNode and tag == _MAP:
         data = {}
         for key_node, value_node in node.value:
-            if type(key_node) is not yaml.ScalarNode or (key_node.tag != _STR_TAG and key_node.tag not in _SCALAR_TAGS):
-                raise _Unusual  # merge keys (<<), = keys, keys that are mappings or sequences
+            if type(key_node) is not yaml.ScalarNode:  # a mapping or sequence as a key (merge and = keys: below)
+                raise _Unusual
             data[_construct(loader, key_node)] = _construct(loader, value_node)
         return data
     elif kind is yaml.SequenceNode and tag == _SEQ:

@@ -116,8 +116,8 @@ class ReceivedRequest:
     method: str
     path: str
     query: str
-    # Only the headers the server looks at (its control headers, Content-Type and --match-header
-    # ones), by lower-case name; repeated headers joined with ", ".
+    # Only the headers the server looks at (its control headers, Content-Type, Content-Length and
+    # --match-header ones), by lower-case name; repeated headers joined with ", ".
     headers: dict[str, str]
     body: bytes
 
