@@ -56,6 +56,10 @@ class RecordedResponse:
     duration: float  # seconds from request to response headers, as recorded
     event_offsets: tuple[float, ...] | None = None  # seconds from headers to each chunk
     notes: tuple[str, ...] = ()  # load-time remarks (e.g. a dropped Content-Encoding)
+    # ``headers`` as HTTP/1.1 header lines, framing included (the Content-Length of a whole body,
+    # ``transfer-encoding: chunked`` for a stream), ending with the blank line: what
+    # replay/direct.py writes after the status line.
+    header_block: bytes = b""
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,7 +90,8 @@ class Interaction:
         method, path, status), for records that outlive its cassette (the request journal)."""
         request, response = self.request, self.response
         return replace(self, request=replace(request, headers=(), body=b""),
-                       response=replace(response, headers=(), body=b"", chunks=(), event_offsets=None))
+                       response=replace(response, headers=(), body=b"", chunks=(), event_offsets=None,
+                                        header_block=b""))
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,19 @@ def build_response(
         duration=max(0.0, duration),
         event_offsets=offsets,
         notes=tuple(notes),
+        header_block=header_block(wire, streamed=kind is not BodyKind.WHOLE),
     )
+
+
+def header_block(headers: Iterable[tuple[bytes, bytes]], *, streamed: bool) -> bytes:
+    """The header lines an HTTP/1.1 server writes for ``headers`` (already valid, lower case,
+    without framing headers but a whole body's Content-Length), a stream's chunked framing
+    included, and the blank line that ends them: byte for byte what uvicorn writes for them."""
+    lines = [b"%s: %s\r\n" % header for header in headers]
+    if streamed:  # no Content-Length: the body goes in chunks
+        lines.append(b"transfer-encoding: chunked\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
 
 
 def _no_content(status: int) -> bool:

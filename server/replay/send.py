@@ -24,6 +24,7 @@ from typing import Any
 from starlette.types import Message, Receive, Scope, Send
 
 from ..models import BodyKind, Interaction, RecordedResponse
+from .direct import write_whole
 from .faults import Fired, Kind
 from .pacing import Pacing
 from .provider_errors import error_answer, provider_for
@@ -59,23 +60,30 @@ async def send_recorded(
     due = arrived + pacing.header_delay(response)
     if due <= time.monotonic() and (response.kind is BodyKind.WHOLE or not pacing.waits_between(response)):
         # nothing to wait for at all (speed 0, most often): no listener for the client either
-        await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
-        await send({"type": "http.response.body", "body": response.body})
+        await _send_whole(response, scope, send)
         return Delivery(True, len(response.chunks), True)  # (started, pieces, complete): positional is faster
     client = _Client(receive)
     try:
         if not await client.stays_until(due):
             return Delivery(started=False)
-        await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
         if response.kind is BodyKind.WHOLE or not pacing.waits_between(response):
-            # Nothing to wait for between pieces: one message carries them all (byte-exact all
-            # the same, and one write instead of one per event).
-            await send({"type": "http.response.body", "body": response.body})
+            # Nothing to wait for between pieces: sent in one go (byte-exact all the same, and
+            # one write instead of one per event).
+            await _send_whole(response, scope, send)
             return Delivery(started=True, pieces=len(response.chunks), complete=True)
+        await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
         sent = await _send_paced(response, pacing, client, send)
         return Delivery(started=True, pieces=sent, complete=sent == len(response.chunks))
     finally:
         client.stop_listening()
+
+
+async def _send_whole(response: RecordedResponse, scope: Scope, send: Send) -> None:
+    """Headers and the whole body: written at once where the server allows it (replay/direct.py),
+    else as two ASGI messages."""
+    if not write_whole(response, scope, send):
+        await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
+        await send({"type": "http.response.body", "body": response.body})
 
 
 async def _send_paced(response: RecordedResponse, pacing: Pacing, client: _Client, send: Send) -> int:
