@@ -10,12 +10,11 @@ import time
 from typing import Any
 
 import pytest
-import uvloop
 
 from server.models import Interaction, RecordedRequest, RecordedResponse
 from server.replay.faults import Fired, parse_header
 from server.replay.pacing import Pacing
-from server.replay.send import NO_RESPONSE, ConnectionCut, Delivery, _Client, send_faulted, send_recorded
+from server.replay.send import NO_RESPONSE, ConnectionCut, Delivery, send_faulted, send_recorded
 from server.responses import build_response
 
 EVENTS = [f"data: {n}\n\n".encode() for n in range(4)]
@@ -202,33 +201,3 @@ def test_a_client_leaving_during_a_stall() -> None:
     start = time.monotonic()
     delivery = asyncio.run(run())
     assert delivery == Delivery(started=True, pieces=0) and time.monotonic() - start < 5
-
-
-@pytest.mark.parametrize("loop_factory", ["uvloop", "asyncio"])
-def test_a_wait_takes_one_timer_and_never_ends_early(loop_factory: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """uvloop's millisecond timers fire up to ~1 ms early when asked for the time left: the wait
-    then took further timers (2.7 per wait with 1,000 streams)."""
-    sleeps: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def counted(delay: float) -> None:
-        sleeps.append(delay)
-        await real_sleep(delay)
-
-    monkeypatch.setattr(asyncio, "sleep", counted)
-    early: list[float] = []
-
-    async def waits() -> None:
-        client = _Client(FakeServer().receive)
-        for n in range(20):
-            deadline = time.monotonic() + 0.0031 + n * 0.0001
-            assert await client.stays_until(deadline)
-            early.append(deadline - time.monotonic())
-        client.stop_listening()
-
-    if loop_factory == "uvloop":
-        uvloop.run(waits())
-    else:
-        asyncio.run(waits())
-    assert max(early) <= 0, "a wait ended before its deadline"
-    assert len(sleeps) <= 21, f"{len(sleeps)} timers for 20 waits"

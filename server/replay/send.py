@@ -17,7 +17,6 @@ above never looks at faults.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -198,42 +197,22 @@ def _transport_of(send: Send) -> Any:
     return None
 
 
-def _timer_delay(deadline: float) -> float:
-    """How long to sleep for one timer to wake at ``deadline`` (on ``time.monotonic()``) or in
-    the millisecond after, never before.
-
-    uvloop's timers count whole milliseconds on the loop's clock (CLOCK_MONOTONIC truncated to
-    the millisecond, refreshed by ``loop.time()``), so sleeping ``deadline - now`` wakes up to
-    ~1 ms early, and the rest of the wait took one or more further timers: 2.7 timer wakes per
-    wait, measured with 1,000 paced streams. Sleeping until the first loop millisecond at or
-    after the deadline takes one. On a loop whose clock is not that one (asyncio's own is
-    ``time.monotonic()`` itself), this sleeps at most a millisecond longer, or, on a foreign
-    clock, exactly the time left.
-    """
-    now = asyncio.get_running_loop().time()
-    lag = time.monotonic() - now
-    if 0.0 <= lag < 0.002:  # the loop's clock is CLOCK_MONOTONIC, at most a millisecond behind
-        return math.ceil(deadline * 1000.0) / 1000.0 - now
-    return deadline - time.monotonic()
-
-
 class _Client:
     """The client of one response, as far as leaving goes: one pending ``receive()`` that
     completes with ``http.disconnect`` when it goes away. Created at the first real wait, so a
     response that never waits costs no task.
 
     A wait is a plain ``asyncio.sleep`` (one timer, as cheap as waiting gets: a paced stream waits
-    once per event, thousands of streams at a time; see ``_timer_delay``); when the client leaves
-    during a wait, the listener's callback cancels the waiting task, and the wait returns False. Deadlines are on
-    ``time.monotonic()``, not the loop's clock: uvloop's ``loop.time()`` is truncated to the
-    millisecond, so a deadline computed from it comes early.
+    once per event, thousands of streams at a time); when the client leaves during a wait, the
+    listener's callback cancels the waiting task, and the wait returns False. Deadlines are on
+    ``time.monotonic()``, not the loop's clock: uvloop's ``loop.time()`` is the time the current
+    loop turn started, in milliseconds, so under load a deadline computed from it comes early.
     """
 
     def __init__(self, receive: Receive) -> None:
         self._receive = receive
         self._listener: asyncio.Future[Message] | None = None
-        self._task: asyncio.Task[Any] | None = None  # the task that waits (one per response), set with the listener
-        self._waiting = False  # in a wait: the task is woken (cancelled) when the client leaves
+        self._waiting: asyncio.Task[Any] | None = None  # the task in a wait, to wake when the client leaves
         self.left = False
 
     async def stays(self, seconds: float) -> bool:
@@ -248,20 +227,20 @@ class _Client:
         if deadline <= time.monotonic():
             return True
         if self._listener is None:
-            self._task = asyncio.current_task()
             self._listen()
-        self._waiting = True
+        task = asyncio.current_task()
+        self._waiting = task
         try:
-            while deadline > time.monotonic() and not self.left:  # a timer may still fire early: then wait the rest
-                await asyncio.sleep(_timer_delay(deadline))
+            while (remaining := deadline - time.monotonic()) > 0 and not self.left:
+                await asyncio.sleep(remaining)  # a timer may fire a little early: then wait the rest
         except asyncio.CancelledError:
             if not self.left:  # cancelled for another reason (the server stopping): not ours to keep
                 raise
-            uncancel = getattr(self._task, "uncancel", None)  # Python 3.11+: the cancellation was ours, and is over
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+: the cancellation was ours, and is over
             if uncancel is not None:
                 uncancel()
         finally:
-            self._waiting = False
+            self._waiting = None
         return not self.left
 
     def _listen(self) -> None:
@@ -277,8 +256,8 @@ class _Client:
             self._listen()
             return
         self.left = True
-        if self._waiting and self._task is not None:
-            self._task.cancel()
+        if self._waiting is not None:
+            self._waiting.cancel()
 
     def stop_listening(self) -> None:
         if self._listener is not None and not self._listener.done():
