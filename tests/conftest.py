@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,21 @@ def running_server(app: Any, **config: Any) -> Iterator[tuple[str, uvicorn.Serve
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@contextmanager
+def uvicorn_servers(settings: Settings) -> Iterator[Callable[..., str]]:
+    """start(**uvicorn_config) → "host:port" of a live server on ``settings``, as ``serve`` runs
+    uvicorn (without its access log, so uvicorn drops the logger's handlers); every server
+    started is stopped on exit."""
+    with ExitStack() as stack:
+
+        def start(**config: Any) -> str:
+            app = create_app(settings)
+            url, _ = stack.enter_context(running_server(app, **{"access_log": False, **config}))
+            return url.removeprefix("http://")
+
+        yield start
 
 
 @pytest.fixture

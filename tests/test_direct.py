@@ -12,10 +12,10 @@ from typing import Any
 import h11
 import pytest
 
-from server import Settings, create_app
+from server import Settings
 from server.replay import direct, send
 
-from .conftest import go_vcr, interaction, running_server
+from .conftest import go_vcr, interaction, uvicorn_servers
 
 SSE = "".join(f'data: {{"n":{n}}}\n\n' for n in range(3)) + "data: [DONE]\n\n"
 # two AWS event-stream frames: length (4), headers length (4), prelude CRC (4), payload, CRC (4)
@@ -89,18 +89,8 @@ def server_for(tmp_path: Path) -> Iterator[Callable[..., str]]:
     """server_for(**uvicorn_config) → "host:port" of a live server on ANSWERS, one cassette each."""
     for name, answer in ANSWERS.items():
         (tmp_path / f"{name}.yaml").write_text(go_vcr(answer))
-    managers: list[Any] = []
-
-    def start(**config: Any) -> str:
-        # uvicorn as `serve` runs it: without its access log (uvicorn then drops the logger's handlers)
-        manager = running_server(create_app(Settings(paths=(tmp_path,), speed=0.0)), **{"access_log": False, **config})
-        managers.append(manager)
-        url, _ = manager.__enter__()
-        return url.removeprefix("http://")
-
-    yield start
-    for manager in reversed(managers):
-        manager.__exit__(None, None, None)
+    with uvicorn_servers(Settings(paths=(tmp_path,), speed=0.0)) as start:
+        yield start
 
 
 @pytest.fixture

@@ -41,7 +41,8 @@ except ImportError:  # pragma: no cover - without httptools, uvicorn runs h11: a
 # What is read or set on uvicorn's exchange object (RequestResponseCycle): all instance
 # attributes, so they are checked on the first one seen.
 _USED = ("response_started", "response_complete", "disconnected", "keep_alive", "flow", "access_log",
-         "default_headers", "waiting_for_100_continue", "transport", "message_event", "on_response")
+         "default_headers", "waiting_for_100_continue", "transport", "message_event", "on_response",
+         "chunked_encoding")
 _WITH_BODY = frozenset(status for status in STATUS_LINE if status >= 200 and status not in (204, 304))
 _LAST_CHUNK = b"0\r\n\r\n"
 _CHUNK_END_AND_LAST = b"\r\n" + _LAST_CHUNK
@@ -52,8 +53,8 @@ def write_whole(response: RecordedResponse, scope: Scope, send: Send) -> bool:
     """Write ``response``, headers and whole body, to the connection ``send`` belongs to, as
     uvicorn's ``send`` would with the two messages; False when nothing was written (the caller
     sends the messages)."""
-    exchange: Any = getattr(send, "__self__", None)
-    if type(exchange) is not _Exchange or not (_supported or _supported is None and _check(exchange)):
+    exchange = uvicorn_exchange(send)
+    if exchange is None:
         return False
     if (exchange.response_started or exchange.disconnected or not exchange.keep_alive or exchange.flow.write_paused
             or exchange.access_log or exchange.default_headers or scope["method"] == "HEAD"
@@ -73,6 +74,15 @@ def write_whole(response: RecordedResponse, scope: Scope, send: Send) -> bool:
     exchange.message_event.set()
     exchange.on_response()
     return True
+
+
+def uvicorn_exchange(send: Send) -> Any:
+    """The uvicorn (httptools) exchange object ``send`` belongs to, when it has every attribute
+    used here and in replay/pacer.py; else None (another server, h11, an in-process client)."""
+    exchange: Any = getattr(send, "__self__", None)
+    if type(exchange) is not _Exchange or not (_supported or _supported is None and _check(exchange)):
+        return None
+    return exchange
 
 
 def _check(exchange: object) -> bool:

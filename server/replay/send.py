@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
 from ..models import BodyKind, Interaction, RecordedResponse
-from .direct import write_whole
+from .direct import uvicorn_exchange, write_whole
 from .faults import Fired, Kind
+from .pacer import PacedStream, pacer
 from .pacing import Pacing
 from .provider_errors import error_answer, provider_for
 
@@ -72,7 +74,7 @@ async def send_recorded(
             await _send_whole(response, scope, send)
             return Delivery(started=True, pieces=len(response.chunks), complete=True)
         await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
-        sent = await _send_paced(response, pacing, client, send)
+        sent = await _send_paced(response, pacing, client, scope, send)
         return Delivery(started=True, pieces=sent, complete=sent == len(response.chunks))
     finally:
         client.stop_listening()
@@ -86,14 +88,28 @@ async def _send_whole(response: RecordedResponse, scope: Scope, send: Send) -> N
         await send({"type": "http.response.body", "body": response.body})
 
 
-async def _send_paced(response: RecordedResponse, pacing: Pacing, client: _Client, send: Send) -> int:
+async def _send_paced(response: RecordedResponse, pacing: Pacing, client: _Client, scope: Scope, send: Send) -> int:
     """Send each piece at its offset from the headers, then end the body; stop at once when the
-    client leaves (also while waiting). Returns the number of pieces handed to the server."""
+    client leaves (also while waiting). Returns the number of pieces handed to the server.
+
+    Under uvicorn's httptools server the loop's pacer writes the pieces (replay/pacer.py: one
+    timer for all streams, a fraction of the CPU per event); it hands the stream back when it
+    cannot go on the way uvicorn would, and the rest go out here, one ASGI message each."""
     start = time.monotonic()
-    for position, piece in enumerate(response.chunks):
+    pieces = response.chunks
+    position = 0
+    exchange = uvicorn_exchange(send)
+    if exchange is not None and exchange.chunked_encoding and scope["method"] != "HEAD":
+        stream = PacedStream(exchange, pieces, [start + pacing.chunk_offset(response, i) for i in range(len(pieces))], 0)
+        if stream.write_due(time.monotonic()):  # the pieces due at once are written now
+            pacer().add(stream)
+        if not await client.follows(stream.finished):
+            return stream.position
+        position = stream.position
+    for position in range(position, len(pieces)):
         if not await client.stays_until(start + pacing.chunk_offset(response, position)):
             return position
-        await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": pieces[position], "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     return len(response.chunks)
 
@@ -226,13 +242,25 @@ class _Client:
             return False
         if deadline <= time.monotonic():
             return True
+        return await self._unless_leaving(_sleep_until(deadline))
+
+    async def follows(self, future: asyncio.Future[Any]) -> bool:
+        """Wait for ``future`` unless the client leaves first (then it is cancelled, and the
+        answer is False); an exception it ends with is raised here."""
+        if self.left:
+            future.cancel()
+            return False
+        return await self._unless_leaving(future)  # cancelling the task cancels the future too
+
+    async def _unless_leaving(self, wait: Awaitable[Any]) -> bool:
+        """Await ``wait``, or stop awaiting it when the client leaves (its listener cancels this
+        task); True when the client is still there."""
         if self._listener is None:
             self._listen()
         task = asyncio.current_task()
         self._waiting = task
         try:
-            while (remaining := deadline - time.monotonic()) > 0 and not self.left:
-                await asyncio.sleep(remaining)  # a timer may fire a little early: then wait the rest
+            await wait
         except asyncio.CancelledError:
             if not self.left:  # cancelled for another reason (the server stopping): not ours to keep
                 raise
@@ -263,3 +291,10 @@ class _Client:
         if self._listener is not None and not self._listener.done():
             self._listener.remove_done_callback(self._heard)
             self._listener.cancel()
+
+
+async def _sleep_until(deadline: float) -> None:
+    """Sleep until ``deadline`` (``time.monotonic()``): a timer may fire a little early (uvloop's
+    count in milliseconds), and then the rest is waited too."""
+    while (remaining := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(remaining)
