@@ -14,10 +14,10 @@ import httpx
 import pytest
 import yaml
 
-from server import Settings
+from server import Settings, create_app
 from server.replay import pacer, send
 
-from .conftest import go_vcr, interaction, uvicorn_servers
+from .conftest import go_vcr, interaction, running_server, uvicorn_servers
 
 OFFSETS = [0.0, 0.04, 0.08, 0.12, 0.16, 0.2]
 EVENTS = [f'data: {{"n":{n}}}\n\n' for n in range(len(OFFSETS))]
@@ -28,6 +28,10 @@ BIG_EVENTS = [f"data: {n:06d}{'x' * (BIG - 16)}\n\n" for n in range(96)]
 RECORDINGS = {
     "chat": interaction(url="https://api.openai.com/v1/chat/completions", response_body="".join(EVENTS),
                         content_type="text/event-stream", event_offsets=OFFSETS),
+    "late-json": interaction(url="https://api.openai.com/v1/embeddings", response_body='{"data":[]}',
+                             duration="150ms", response_headers={"X-Request-Id": ["req_1"]}),
+    "late-sse": interaction(url="https://api.openai.com/v1/completions", response_body="".join(EVENTS),
+                            content_type="text/event-stream", duration="150ms", event_offsets=[0.0] * len(EVENTS)),
     "long": interaction(url="https://api.anthropic.com/v1/messages", response_body="".join(EVENTS) * 10,
                         content_type="text/event-stream", event_offsets=[n * 0.05 for n in range(len(EVENTS) * 10)]),
 }
@@ -56,12 +60,12 @@ def server(tmp_path: Path) -> Iterator[Callable[..., str]]:
 
 
 @pytest.fixture
-def paced(monkeypatch: pytest.MonkeyPatch) -> list[pacer.PacedStream]:
+def paced(monkeypatch: pytest.MonkeyPatch) -> list[pacer.PacedAnswer]:
     """Every stream handed to a pacer, in order."""
-    streams: list[pacer.PacedStream] = []
+    streams: list[pacer.PacedAnswer] = []
     original = pacer.Pacer.add
 
-    def add(self: pacer.Pacer, stream: pacer.PacedStream) -> None:
+    def add(self: pacer.Pacer, stream: pacer.PacedAnswer) -> None:
         streams.append(stream)
         original(self, stream)
 
@@ -88,7 +92,7 @@ async def fetch(address: str, name: str) -> tuple[bytes, float, list[float]]:
 
 
 def test_concurrent_paced_streams_come_byte_for_byte_and_never_early(
-    server: Callable[..., str], paced: list[pacer.PacedStream], monkeypatch: pytest.MonkeyPatch
+    server: Callable[..., str], paced: list[pacer.PacedAnswer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     address = server()
 
@@ -103,7 +107,7 @@ def test_concurrent_paced_streams_come_byte_for_byte_and_never_early(
         for offset, at in zip(OFFSETS, seen, strict=True):
             assert at - sent >= offset
 
-    monkeypatch.setattr(send, "uvicorn_exchange", lambda _send: None)  # each event an ASGI message instead
+    monkeypatch.setattr(send, "direct_exchange", lambda *_: None)  # each event an ASGI message instead
     paced.clear()
     one_message_each, _, _ = asyncio.run(fetch(address, "chat"))
     assert paced == []
@@ -111,18 +115,18 @@ def test_concurrent_paced_streams_come_byte_for_byte_and_never_early(
 
 
 def test_a_client_that_stops_reading_gets_the_rest_through_uvicorn(
-    server: Callable[..., str], paced: list[pacer.PacedStream], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    server: Callable[..., str], paced: list[pacer.PacedAnswer], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The pacer writes nothing to a connection whose buffer is full (uvicorn's flow control
     paused it): the stream goes back to its task, whose send waits for the client."""
     buffered: list[int] = []
-    original = pacer.PacedStream.write_due
+    original = pacer.PacedAnswer.write_due
 
-    def write_due(self: pacer.PacedStream, now: float) -> bool:
+    def write_due(self: pacer.PacedAnswer, now: float) -> bool:
         buffered.append(self.exchange.transport.get_write_buffer_size())
         return original(self, now)
 
-    monkeypatch.setattr(pacer.PacedStream, "write_due", write_due)
+    monkeypatch.setattr(pacer.PacedAnswer, "write_due", write_due)
     document = {"version": 2, "interactions": [{"id": 0, **BIG_RECORDING}]}
     (tmp_path / "big.yaml").write_text(yaml.dump(document, Dumper=yaml.CSafeDumper))  # 9 MiB: the C dumper
     host, port = server().split(":")
@@ -148,7 +152,7 @@ def test_a_client_that_stops_reading_gets_the_rest_through_uvicorn(
 
 
 def test_a_client_leaving_mid_stream_is_dropped_and_journaled(
-    server: Callable[..., str], paced: list[pacer.PacedStream]
+    server: Callable[..., str], paced: list[pacer.PacedAnswer]
 ) -> None:
     address = server()
     host, port = address.split(":")
@@ -167,8 +171,97 @@ def test_a_client_leaving_mid_stream_is_dropped_and_journaled(
     assert paced[0].position == entry["pieces_sent"]
 
 
-def test_other_http_implementations_pace_in_the_task(server: Callable[..., str], paced: list[pacer.PacedStream]) -> None:
+def test_other_http_implementations_pace_in_the_task(server: Callable[..., str], paced: list[pacer.PacedAnswer]) -> None:
     raw, sent, seen = asyncio.run(fetch(server(http="h11"), "chat"))
     assert paced == []
     assert raw.endswith(b"".join(b"%x\r\n%b\r\n" % (len(e), e.encode()) for e in EVENTS) + b"0\r\n\r\n")
     assert all(at - sent >= offset for offset, at in zip(OFFSETS, seen, strict=True))
+
+
+def raw_answer(address: str, name: str, *, close: bool = False) -> tuple[bytes, float]:
+    """(the raw answer to RECORDINGS[name], seconds from the request to its first byte)."""
+    host, port = address.split(":")
+    request = request_bytes(name)
+    if close:
+        request = request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sent = time.monotonic()
+        sock.sendall(request)
+        raw = sock.recv(65536)
+        first = time.monotonic() - sent
+        while not (raw.endswith(b"\r\n0\r\n\r\n") or raw.endswith(b'{"data":[]}')):
+            data = sock.recv(65536)
+            assert data, f"connection closed after {raw!r}"
+            raw += data
+    return raw, first
+
+
+@pytest.mark.parametrize("name", ["late-json", "late-sse"])
+def test_an_answer_with_a_header_delay_is_written_by_the_pacer_not_before_it(
+    server: Callable[..., str], paced: list[pacer.PacedAnswer], monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    address = server()
+    by_pacer, waited = raw_answer(address, name)
+    assert len(paced) == 1 and paced[0].complete
+    assert waited >= 0.15  # the recorded 150 ms, at speed 1
+
+    monkeypatch.setattr(send, "direct_exchange", lambda *_: None)
+    by_messages, _ = raw_answer(address, name)
+    assert len(paced) == 1
+    assert by_pacer == by_messages
+    framing = b"transfer-encoding: chunked\r\n" if name == "late-sse" else b"content-length: 11\r\n"
+    assert by_pacer.startswith(b"HTTP/1.1 200 OK\r\n") and framing in by_pacer
+
+
+def test_a_connection_that_closes_after_the_answer_is_paced_in_the_task(
+    server: Callable[..., str], paced: list[pacer.PacedAnswer]
+) -> None:
+    raw, _ = raw_answer(server(), "late-sse", close=True)
+    assert paced == []
+    assert b"connection: close\r\n" in raw and raw.endswith(b"\r\n0\r\n\r\n")
+
+
+def test_a_server_stopping_before_the_head_is_due_still_says_connection_close(
+    tmp_path: Path, paced: list[pacer.PacedAnswer]
+) -> None:
+    """Stopping, uvicorn asks each connection to close after its answer; an answer whose head
+    is not out yet must then carry ``connection: close``, so the pacer hands it back."""
+    (tmp_path / "late-sse.yaml").write_text(go_vcr(RECORDINGS["late-sse"]))
+    app = create_app(Settings(paths=(tmp_path,), speed=1.0))
+    with running_server(app, access_log=False) as (url, server):
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(request_bytes("late-sse"))
+            time.sleep(0.05)  # the request is in; its head is due 150 ms after it
+            server.should_exit = True
+            raw = b""
+            while data := sock.recv(65536):
+                raw += data
+    assert len(paced) == 1 and not paced[0].started
+    body = "".join(EVENTS).encode()  # every offset 0: one chunk
+    assert b"connection: close\r\n" in raw and raw.endswith(b"\r\n\r\n%x\r\n%b\r\n0\r\n\r\n" % (len(body), body))
+
+
+def test_a_server_stopping_mid_stream_closes_the_connection_once_the_stream_ends(
+    tmp_path: Path, paced: list[pacer.PacedAnswer]
+) -> None:
+    """The stream goes on at its pace (the grace period), then the connection closes at once,
+    as uvicorn's ``send`` closes it, rather than when the grace period runs out."""
+    (tmp_path / "chat.yaml").write_text(go_vcr(RECORDINGS["chat"]))
+    app = create_app(Settings(paths=(tmp_path,), speed=1.0))
+    with running_server(app, access_log=False, timeout_graceful_shutdown=5) as (url, server):
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(request_bytes("chat"))
+            raw = sock.recv(65536)  # the head and the first event
+            server.should_exit = True
+            while not raw.endswith(b"\r\n0\r\n\r\n"):
+                data = sock.recv(65536)
+                assert data
+                raw += data
+            ended = time.monotonic()
+            assert sock.recv(65536) == b""  # closed
+            closed = time.monotonic() - ended
+    assert len(paced) == 1 and paced[0].complete
+    assert raw.endswith(b"".join(b"%x\r\n%b\r\n" % (len(e), e.encode()) for e in EVENTS) + b"0\r\n\r\n")
+    assert closed < 2  # not the 5 s grace period

@@ -44,8 +44,8 @@ _USED = ("response_started", "response_complete", "disconnected", "keep_alive", 
          "default_headers", "waiting_for_100_continue", "transport", "message_event", "on_response",
          "chunked_encoding")
 _WITH_BODY = frozenset(status for status in STATUS_LINE if status >= 200 and status not in (204, 304))
-_LAST_CHUNK = b"0\r\n\r\n"
-_CHUNK_END_AND_LAST = b"\r\n" + _LAST_CHUNK
+LAST_CHUNK = b"0\r\n\r\n"
+_CHUNK_END_AND_LAST = b"\r\n" + LAST_CHUNK
 _supported: bool | None = None  # decided on the first exchange seen
 
 
@@ -53,15 +53,10 @@ def write_whole(response: RecordedResponse, scope: Scope, send: Send) -> bool:
     """Write ``response``, headers and whole body, to the connection ``send`` belongs to, as
     uvicorn's ``send`` would with the two messages; False when nothing was written (the caller
     sends the messages)."""
-    exchange = uvicorn_exchange(send)
-    if exchange is None:
+    exchange = direct_exchange(response, scope, send)
+    if exchange is None or exchange.flow.write_paused:
         return False
-    if (exchange.response_started or exchange.disconnected or not exchange.keep_alive or exchange.flow.write_paused
-            or exchange.access_log or exchange.default_headers or scope["method"] == "HEAD"
-            or response.status not in _WITH_BODY):
-        return False
-    exchange.response_started = True
-    exchange.waiting_for_100_continue = False
+    start_exchange(exchange, response)
     body = response.body
     if response.kind is BodyKind.WHOLE:  # its Content-Length is in the header block
         exchange.transport.writelines((STATUS_LINE[response.status], response.header_block, body))
@@ -69,11 +64,47 @@ def write_whole(response: RecordedResponse, scope: Scope, send: Send) -> bool:
         exchange.transport.writelines((STATUS_LINE[response.status], response.header_block, b"%x\r\n" % len(body),
                                        body, _CHUNK_END_AND_LAST))
     else:
-        exchange.transport.writelines((STATUS_LINE[response.status], response.header_block, _LAST_CHUNK))
+        exchange.transport.writelines((STATUS_LINE[response.status], response.header_block, LAST_CHUNK))
+    end_exchange(exchange)
+    return True
+
+
+def direct_exchange(response: RecordedResponse, scope: Scope, send: Send) -> Any:
+    """uvicorn's exchange object for ``send``, when ``response`` can be written to its
+    connection directly with the bytes uvicorn's ``send`` would write; else None.
+
+    Checked once, when the answer starts: a connection that stops keeping alive or a writer
+    that pauses later must be checked again before each write (replay/pacer.py does)."""
+    exchange = uvicorn_exchange(send)
+    if exchange is None:
+        return None
+    if (exchange.response_started or exchange.disconnected or not exchange.keep_alive or exchange.access_log
+            or exchange.default_headers or scope["method"] == "HEAD" or response.status not in _WITH_BODY):
+        return None
+    return exchange
+
+
+def head_of(response: RecordedResponse) -> tuple[bytes, bytes]:
+    """The status line and header lines of ``response``, as uvicorn writes them."""
+    return STATUS_LINE[response.status], response.header_block
+
+
+def start_exchange(exchange: Any, response: RecordedResponse) -> None:
+    """What uvicorn's ``send`` records when it writes the head of ``response``."""
+    exchange.response_started = True
+    exchange.waiting_for_100_continue = False
+    exchange.chunked_encoding = response.kind is not BodyKind.WHOLE
+
+
+def end_exchange(exchange: Any) -> None:
+    """What uvicorn's ``send`` does once the body is complete: the exchange is over, a waiting
+    ``receive`` wakes, a connection that no longer keeps alive (the server stopping) closes,
+    and the connection goes on (keep-alive timer, the next pipelined request)."""
     exchange.response_complete = True
     exchange.message_event.set()
+    if not exchange.keep_alive:
+        exchange.transport.close()
     exchange.on_response()
-    return True
 
 
 def uvicorn_exchange(send: Send) -> Any:

@@ -9,6 +9,11 @@ streams in the same process, and cut streams at once on SIGTERM instead of givin
 server's grace period; a plain loop has no state beyond the one response, so streams finish
 within uvicorn's ``timeout_graceful_shutdown`` like every other reply.
 
+Under uvicorn's httptools server (what ``serve`` runs), an answer that waits (a header delay,
+paced events) is not sent by its own task but written by the loop's pacer (replay/pacer.py):
+one timer for every answer in flight, the same bytes on the wire. Its task waits for it once,
+and carries on with the messages above if the pacer hands the answer back.
+
 ``send_faulted`` sends a recorded response with a fault (replay/faults.py) instead: the
 provider's error in its place, a delay, a stall, or a connection closed early. The plain path
 above never looks at faults.
@@ -25,9 +30,9 @@ from typing import Any
 from starlette.types import Message, Receive, Scope, Send
 
 from ..models import BodyKind, Interaction, RecordedResponse
-from .direct import uvicorn_exchange, write_whole
+from .direct import direct_exchange, write_whole
 from .faults import Fired, Kind
-from .pacer import PacedStream, pacer
+from .pacer import PacedAnswer, pace
 from .pacing import Pacing
 from .provider_errors import error_answer, provider_for
 
@@ -60,24 +65,58 @@ async def send_recorded(
     sent) or during the body, and how many pieces it got.
     """
     due = arrived + pacing.header_delay(response)
-    if due <= time.monotonic() and (response.kind is BodyKind.WHOLE or not pacing.waits_between(response)):
+    whole = response.kind is BodyKind.WHOLE or not pacing.waits_between(response)
+    if whole and due <= time.monotonic():
         # nothing to wait for at all (speed 0, most often): no listener for the client either
         await _send_whole(response, scope, send)
         return Delivery(True, len(response.chunks), True)  # (started, pieces, complete): positional is faster
     client = _Client(receive)
     try:
+        exchange = direct_exchange(response, scope, send)
+        if exchange is not None:
+            return await _send_by_pacer(exchange, response, pacing, due, whole, client, send)
         if not await client.stays_until(due):
             return Delivery(started=False)
-        if response.kind is BodyKind.WHOLE or not pacing.waits_between(response):
+        if whole:
             # Nothing to wait for between pieces: sent in one go (byte-exact all the same, and
             # one write instead of one per event).
             await _send_whole(response, scope, send)
             return Delivery(started=True, pieces=len(response.chunks), complete=True)
         await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
-        sent = await _send_paced(response, pacing, client, scope, send)
+        sent = await _send_pieces(response, pacing, client, send, time.monotonic(), 0)
         return Delivery(started=True, pieces=sent, complete=sent == len(response.chunks))
     finally:
         client.stop_listening()
+
+
+async def _send_by_pacer(
+    exchange: Any, response: RecordedResponse, pacing: Pacing, due: float, whole: bool, client: _Client, send: Send
+) -> Delivery:
+    """Have the loop's pacer write the answer (replay/pacer.py: one timer for every waiting
+    answer, a fraction of the CPU per event) and wait for it once. When the pacer hands the
+    answer back (a client that stopped reading, a connection closing), the rest goes out here,
+    one ASGI message at a time, from where it got to."""
+    chunks = response.chunks
+    if whole:
+        answer = PacedAnswer(exchange, response, due, (response.body,), (0.0,))
+    else:
+        answer = PacedAnswer(exchange, response, due, chunks, [pacing.chunk_offset(response, i) for i in range(len(chunks))])
+    pace(answer)
+    stayed = await client.follows(answer.finished)
+    if answer.complete:
+        return Delivery(True, len(chunks), True)
+    if not stayed or exchange.disconnected:
+        return Delivery(answer.started, answer.position)
+    if answer.started:  # handed back mid-stream (a whole body is written with its head)
+        start, position = answer.start, answer.position
+    else:
+        await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
+        if whole:
+            await send({"type": "http.response.body", "body": response.body})
+            return Delivery(True, len(chunks), True)
+        start, position = time.monotonic(), 0
+    sent = await _send_pieces(response, pacing, client, send, start, position)
+    return Delivery(True, sent, sent == len(chunks))
 
 
 async def _send_whole(response: RecordedResponse, scope: Scope, send: Send) -> None:
@@ -88,30 +127,18 @@ async def _send_whole(response: RecordedResponse, scope: Scope, send: Send) -> N
         await send({"type": "http.response.body", "body": response.body})
 
 
-async def _send_paced(response: RecordedResponse, pacing: Pacing, client: _Client, scope: Scope, send: Send) -> int:
-    """Send each piece at its offset from the headers, then end the body; stop at once when the
-    client leaves (also while waiting). Returns the number of pieces handed to the server.
-
-    Under uvicorn's httptools server the loop's pacer writes the pieces (replay/pacer.py: one
-    timer for all streams, a fraction of the CPU per event); it hands the stream back when it
-    cannot go on the way uvicorn would, and the rest go out here, one ASGI message each."""
-    start = time.monotonic()
+async def _send_pieces(response: RecordedResponse, pacing: Pacing, client: _Client, send: Send, start: float,
+                       position: int) -> int:
+    """Send each piece from ``position`` on at its offset from ``start`` (when the headers went
+    out), one ASGI message each, then end the body; stop at once when the client leaves (also
+    while waiting). Returns the number of pieces handed to the server."""
     pieces = response.chunks
-    position = 0
-    exchange = uvicorn_exchange(send)
-    if exchange is not None and exchange.chunked_encoding and scope["method"] != "HEAD":
-        stream = PacedStream(exchange, pieces, [start + pacing.chunk_offset(response, i) for i in range(len(pieces))], 0)
-        if stream.write_due(time.monotonic()):  # the pieces due at once are written now
-            pacer().add(stream)
-        if not await client.follows(stream.finished):
-            return stream.position
-        position = stream.position
-    for position in range(position, len(pieces)):
-        if not await client.stays_until(start + pacing.chunk_offset(response, position)):
-            return position
-        await send({"type": "http.response.body", "body": pieces[position], "more_body": True})
+    for at in range(position, len(pieces)):
+        if not await client.stays_until(start + pacing.chunk_offset(response, at)):
+            return at
+        await send({"type": "http.response.body", "body": pieces[at], "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
-    return len(response.chunks)
+    return len(pieces)
 
 
 async def send_faulted(
@@ -218,9 +245,9 @@ class _Client:
     completes with ``http.disconnect`` when it goes away. Created at the first real wait, so a
     response that never waits costs no task.
 
-    A wait is a plain ``asyncio.sleep`` (one timer, as cheap as waiting gets: a paced stream waits
-    once per event, thousands of streams at a time); when the client leaves during a wait, the
-    listener's callback cancels the waiting task, and the wait returns False. Deadlines are on
+    A wait is a plain ``asyncio.sleep`` (``stays_until``), or the pacer's answer (``follows``);
+    when the client leaves during a wait, the listener's callback cancels the waiting task, and
+    the wait returns False. Deadlines are on
     ``time.monotonic()``, not the loop's clock: uvloop's ``loop.time()`` is the time the current
     loop turn started, in milliseconds, so under load a deadline computed from it comes early.
     """
