@@ -25,10 +25,7 @@ The JSON shape is readable by every SDK we target: OpenAI reads ``error.message`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
-
-if TYPE_CHECKING:
-    from .matching.nearmiss import NearMiss
+from typing import Any, ClassVar
 
 
 class CassetteServerError(Exception):
@@ -141,9 +138,14 @@ class CassetteMiss(HTTPError):
     code = "cassette_miss"
     status = "NOT_FOUND"
 
-    def __init__(self, message: str, *, near_misses: tuple[NearMiss, ...] = ()) -> None:
+    def __init__(self, message: str, *, near_misses_json: bytes = b"[]") -> None:
         super().__init__(message)
-        self.near_misses = near_misses  # the closest recordings, closest first (for the request journal)
+        # The closest recordings, closest first, as the request journal shows them (a JSON array
+        # of NearMiss.to_json). Kept as text, not objects: a miss stays in the journal, and its
+        # near misses as objects (some 40 the garbage collector tracks) made each young-generation
+        # collection after a burst of misses scan tens of thousands of them, 30 to 50 ms on the
+        # event loop, with every stream in flight waiting.
+        self.near_misses_json = near_misses_json
 
 
 class Conflict(HTTPError):

@@ -2,8 +2,9 @@
 missed or refused), newest first, for the admin API to explain what a test saw.
 
 Recording costs one small record per request. A miss brings its near misses along (computed
-once, for the miss message), so hits pay nothing for them; what they keep is bounded (long
-values cut around where they differ, see ``nearmiss.NearMiss.kept``, which also measures it).
+once, for the miss message, and kept as JSON text: no objects for the garbage collector to
+scan), so hits pay nothing for them; what they keep is bounded (long values cut around where
+they differ, see ``nearmiss.NearMiss.kept``).
 The journal is bounded twice: by entries (``--journal-size``) and by the bytes they hold
 (``--journal-max-bytes``), each entry's size estimated once, when it is added, from sizes
 known already (no serialising), so a storm of long misses cannot hold more than the bound.
@@ -20,8 +21,8 @@ from sys import getsizeof
 from typing import TYPE_CHECKING, Any
 
 from .errors import CassetteMiss, HTTPError
-from .matching.nearmiss import NearMiss
 from .models import Interaction, Recorded
+from .strict_json import json_value
 
 if TYPE_CHECKING:
     from .replay.faults import Fired
@@ -66,9 +67,10 @@ class JournalEntry:
         return self.interaction is not None
 
     @property
-    def near_misses(self) -> tuple[NearMiss, ...]:
-        """For a miss, the closest recordings, closest first, each with its differences as kept."""
-        return self.error.near_misses if isinstance(self.error, CassetteMiss) else ()
+    def near_misses_json(self) -> bytes:
+        """For a miss, the closest recordings, closest first, each with its differences as kept:
+        a JSON array (``CassetteMiss.near_misses_json``)."""
+        return self.error.near_misses_json if isinstance(self.error, CassetteMiss) else b"[]"
 
     def to_json(self, *, near_misses: bool = False) -> dict[str, Any]:
         interaction = self.interaction
@@ -94,7 +96,7 @@ class JournalEntry:
             "fault": self.fault.to_json() if self.fault else None,
         }
         if near_misses:
-            data["near_misses"] = [near.to_json() for near in self.near_misses]
+            data["near_misses"] = json_value(self.near_misses_json)
         return data
 
 
@@ -108,10 +110,10 @@ ENTRY_BYTES = 512
 def entry_bytes(entry: JournalEntry) -> int:
     """What an entry holds, roughly, from sizes known without serialising anything: the fixed
     part, the strings the client chose (path, query), and for an error its message and the
-    near misses' measured footprint (``NearMiss.footprint``)."""
+    near misses' JSON text."""
     size = ENTRY_BYTES + getsizeof(entry.path) + getsizeof(entry.query)
     if entry.error is not None:
-        size += getsizeof(entry.error.message) + sum(near.footprint for near in entry.near_misses)
+        size += getsizeof(entry.error.message) + getsizeof(entry.near_misses_json)
     return size
 
 
@@ -160,9 +162,9 @@ class Journal:
             self.on_release()
 
     def forget_bodies(self, cassettes: Collection[str], still_served: Callable[[Interaction], bool]) -> None:
-        """Keep only who served (``Interaction.identity``) in the entries served from, recorded
-        into or nearly matching an interaction of ``cassettes`` (just reloaded or removed) that
-        is no longer ``still_served``. Else the journal would keep old interactions, bodies and
+        """Keep only who served (``Interaction.identity``) in the entries served from or
+        recorded into an interaction of ``cassettes`` (just reloaded or removed) that is no
+        longer ``still_served`` (near misses hold only labels). Else the journal would keep old interactions, bodies and
         all, alive after the index let go of them; entries are bounded in number and in their
         own bytes, not in those."""
         if not cassettes or not self._entries:
@@ -177,10 +179,6 @@ class Journal:
             recorded = entry.recorded
             if recorded is not None and gone(recorded.interaction):
                 entry.recorded = replace(recorded, interaction=recorded.interaction.identity())  # type: ignore[union-attr]
-            error = entry.error
-            if isinstance(error, CassetteMiss) and any(gone(near.interaction) for near in error.near_misses):
-                error.near_misses = tuple(replace(near, interaction=near.interaction.identity())
-                                          if gone(near.interaction) else near for near in error.near_misses)
 
     def entries(self, *, session: str | None = None, matched: bool | None = None, limit: int | None = None) -> list[JournalEntry]:
         """Newest first, optionally only one session's and only hits (True) or the rest (False)."""

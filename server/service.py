@@ -37,6 +37,7 @@ from .replay.pacing import Pacing
 from .session_options import SessionOptions, checked_speed
 from .settings import Settings
 from .storage import cassette_file, write_whole
+from .strict_json import json_bytes
 
 log = logging.getLogger("cassette_server")
 
@@ -354,7 +355,7 @@ class CassetteService:
             lines.append(_describe_relaxations(relaxed, index, scope))
         lines.append(RECORD_ADVICE)
         # the journal keeps the error: only a bounded part of each difference (nearmiss.NearMiss.kept)
-        return CassetteMiss("\n".join(lines), near_misses=tuple(near.kept() for near in closest))
+        return CassetteMiss("\n".join(lines), near_misses_json=json_bytes([near.kept().to_json() for near in closest]))
 
 
 

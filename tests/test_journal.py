@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import gc
+import json
+
+import pytest
+
+from server import Settings
 from server.errors import CassetteMiss
 from server.journal import Journal, JournalEntry, Outcome, entry_bytes
 from server.loader import load_paths
-from server.matching.nearmiss import NearMiss
+from server.models import ReceivedRequest
+from server.service import CassetteService
 
 from .conftest import interaction
 
@@ -70,10 +77,10 @@ def test_what_became_of_a_reply_is_shown(write_cassette, cassette_dir) -> None:
 
 
 def long_miss(session: str = "s", footprint: int = 100_000) -> JournalEntry:
-    """A miss whose near misses hold ``footprint`` bytes (as NearMiss.kept measures them)."""
-    near = NearMiss(interaction=None, differences=(), score=1, footprint=footprint)  # type: ignore[arg-type]
+    """A miss whose near misses' JSON is ``footprint`` bytes long."""
+    near_misses_json = b'["' + b"x" * (footprint - 4) + b'"]'
     return JournalEntry(time=0.0, session=session, method="POST", path="/v1/x", query="", status=404, duration=0.01,
-                        error=CassetteMiss("no match", near_misses=(near,)))
+                        error=CassetteMiss("no match", near_misses_json=near_misses_json))
 
 
 def test_bounded_in_bytes_as_well_as_entries() -> None:
@@ -114,3 +121,34 @@ def test_forgetting_bodies_keeps_who_served_and_spares_what_is_still_served(writ
     assert shell is not first and shell.label == first.label and (shell.file, shell.line) == (first.file, first.line)
     assert shell.response.status == 200 and shell.response.body == b"" and shell.request.body == b""
     assert journal.entries()[2].to_json()["interaction"] == "c#0"
+
+
+def test_a_journaled_miss_keeps_its_near_misses_as_text_not_objects(write_cassette, cassette_dir) -> None:
+    """Misses stay in the journal: each object they keep is scanned by every young-generation
+    collection until it is promoted, on the event loop (30 to 50 ms each after a burst of
+    misses, when near misses were objects). Kept as JSON text, a miss holds a handful."""
+    write_cassette("c", interaction(json.dumps({"model": "m", "messages": [{"role": "user", "content": "a" * 500}],
+                                                "tools": [{"name": f"t{n}"} for n in range(20)]})))
+    service = CassetteService(Settings(paths=(cassette_dir,)))
+    body = json.dumps({"model": "m2", "messages": [{"role": "user", "content": "b" * 500}], "temperature": 0.5,
+                       "tools": [{"name": f"u{n}"} for n in range(20)]})
+    request = ReceivedRequest("POST", "/v1/chat/completions", "", {"content-type": "application/json"}, body.encode())
+    with pytest.raises(CassetteMiss) as raised:
+        service.lookup(request, session="s", scope=None)
+    raised.value.__traceback__ = None  # as the app journals it (app.py)
+    miss = JournalEntry(time=0.0, session="s", method="POST", path="/v1/chat/completions", query="", status=404,
+                        duration=0.01, error=raised.value)
+    shown = miss.to_json(near_misses=True)["near_misses"]
+    assert [near["interaction"] for near in shown] == ["c#0"]
+    assert {d["field"] for d in shown[0]["differences"]} >= {"model", "messages[0].content", "temperature"}
+    assert entry_bytes(miss) >= len(raised.value.near_misses_json) > 500
+
+    tracked, seen, stack = 0, set(), [miss]
+    while stack:  # every object the entry keeps alive that the collector tracks
+        item = stack.pop()
+        if id(item) in seen or not gc.is_tracked(item) or isinstance(item, type):  # not the classes
+            continue
+        seen.add(id(item))
+        tracked += 1
+        stack += gc.get_referents(item)
+    assert tracked <= 6, tracked

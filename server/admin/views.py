@@ -3,12 +3,9 @@ the project's error shape; strict JSON whatever a request body held."""
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response  # FastAPI's are these: importing FastAPI costs 0.5 s
 
@@ -17,6 +14,7 @@ from ..errors import CassetteLoadError, HTTPError
 from ..journal import JournalEntry
 from ..loader import LoadFailure, LoadResult
 from ..models import BodyKind, Cassette, Interaction
+from ..strict_json import json_bytes
 
 
 async def journal_reply(entries: list[JournalEntry], *, near_misses: bool) -> Response:
@@ -30,33 +28,6 @@ async def journal_reply(entries: list[JournalEntry], *, near_misses: bool) -> Re
         return b"[" + b",".join(json_bytes(entry.to_json(near_misses=near_misses)) for entry in entries) + b"]"
 
     return Response(await run_in_threadpool(encode), media_type="application/json")
-
-
-def json_bytes(value: Any) -> bytes:
-    """``value`` as strict JSON. A near miss shows values from request bodies as they came,
-    which may hold what orjson refuses (integers beyond 64 bits, nesting beyond 254 levels, NaN
-    and infinities as Python's json reads them): then Python's json writes it, nesting cut off
-    with a note, NaN and infinities as text, anything else escaped to ASCII."""
-    try:
-        return orjson.dumps(value)
-    except TypeError:
-        return json.dumps(_strict_json(value, _JSON_DEPTH), separators=(",", ":")).encode()
-
-
-_JSON_DEPTH = 200
-_TOO_DEEP = "(JSON nested too deeply to show)"
-
-
-def _strict_json(value: Any, depth: int) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
-    if isinstance(value, (dict, list)) and depth <= 0:
-        return _TOO_DEEP
-    if isinstance(value, dict):
-        return {key: _strict_json(item, depth - 1) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_strict_json(item, depth - 1) for item in value]
-    return value
 
 
 def json_error(error: HTTPError, status_code: int | None = None, headers: Mapping[str, str] | None = None) -> JSONResponse:

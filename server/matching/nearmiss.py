@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -110,7 +109,6 @@ class NearMiss:
     differences: tuple[Difference, ...]
     score: int
     omitted: int = 0  # differences left out by ``kept``
-    footprint: int = 0  # bytes its differences hold, roughly; measured by ``kept`` (for the journal's bound)
 
     def to_json(self) -> dict[str, Any]:
         """Every difference (values cut only where ``kept`` cut them), each also rendered as
@@ -139,9 +137,7 @@ class NearMiss:
             if kept and used > KEPT_NEAR_MISS_LENGTH:
                 break
             kept.append(small)
-        footprint = sum(held_bytes(value) for d in kept for value in (d.recorded, d.received, d.rendered))
-        return replace(self, differences=tuple(kept), omitted=self.omitted + len(self.differences) - len(kept),
-                       footprint=footprint)
+        return replace(self, differences=tuple(kept), omitted=self.omitted + len(self.differences) - len(kept))
 
 
 def near_misses(
@@ -367,26 +363,6 @@ def _json_text(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     except RecursionError:
         return "(JSON nested too deeply to show)"
-
-
-def held_bytes(value: Any) -> int:
-    """The memory a kept value holds, by ``sys.getsizeof`` over its parts: a string's size
-    depends on its widest character (1, 2 or 4 bytes each), and a JSON object or array kept
-    whole (at most ``KEPT_VALUE_LENGTH`` characters of JSON) is many small objects. Each part
-    is counted once."""
-    total, seen, stack = 0, set(), [value]
-    while stack:
-        item = stack.pop()
-        if id(item) in seen:
-            continue
-        seen.add(id(item))
-        total += sys.getsizeof(item)
-        if isinstance(item, dict):
-            stack += item.keys()
-            stack += item.values()
-        elif isinstance(item, (list, tuple)):
-            stack += item
-    return total
 
 
 # ---- rendering -------------------------------------------------------------------------------
