@@ -164,9 +164,9 @@ class Journal:
     def forget_bodies(self, cassettes: Collection[str], still_served: Callable[[Interaction], bool]) -> None:
         """Keep only who served (``Interaction.identity``) in the entries served from or
         recorded into an interaction of ``cassettes`` (just reloaded or removed) that is no
-        longer ``still_served`` (near misses hold only labels). Else the journal would keep old interactions, bodies and
-        all, alive after the index let go of them; entries are bounded in number and in their
-        own bytes, not in those."""
+        longer ``still_served`` (near misses are JSON text: they hold no interaction). Else the
+        journal would keep old interactions, bodies and all, alive after the index let go of
+        them; entries are bounded in number and in their own bytes, not in those."""
         if not cassettes or not self._entries:
             return
 
