@@ -121,6 +121,16 @@ class NotFound(HTTPError):
     status = "NOT_FOUND"
 
 
+class MethodNotAllowed(HTTPError):
+    """An admin URL that names an endpoint, with a method it does not take (the answer's
+    ``Allow`` header lists those it does)."""
+
+    status_code = 405
+    error_type = "invalid_request_error"
+    code = "method_not_allowed"
+    status = "INVALID_ARGUMENT"
+
+
 class UnknownCassette(HTTPError):
     """A request scoped (header or URL prefix) to a cassette that is not loaded."""
 

@@ -255,7 +255,10 @@ def test_bad_parameters_are_json_errors(client, write_cassette) -> None:
     assert app.get("/__admin/requests?matched=maybe").status_code == 400
     missing = app.get("/__admin/nothing-here")
     assert missing.status_code == 404 and "/__admin/docs" in missing.json()["error"]["message"]
-    assert app.delete("/__admin/reset").json()["error"]["code"] == "bad_request"
+    wrong_method = app.delete("/__admin/reset")
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+    assert "takes POST" in wrong_method.json()["error"]["message"]
 
 
 def test_unused_before_and_after_a_replay(write_cassette, client) -> None:

@@ -20,7 +20,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..catalog import unused
-from ..errors import BadRequest, HTTPError, NotFound, UnknownCassette
+from ..errors import BadRequest, HTTPError, MethodNotAllowed, NotFound, UnknownCassette
 from ..loader import LoadResult
 from ..matching.index import Index
 from ..models import Cassette
@@ -116,6 +116,10 @@ def create_admin(service: CassetteService) -> FastAPI:
         where = f"{request.method} {request.url.path}"
         if error.status_code == 404:
             return json_error(NotFound(f"no admin endpoint {where}; {_DOCS_HINT}"))
+        if error.status_code == 405:
+            allowed = (error.headers or {}).get("Allow", "")
+            message = f"{where}: this endpoint takes {allowed or 'other methods'}; {_DOCS_HINT}"
+            return json_error(MethodNotAllowed(message), headers=error.headers)
         return json_error(BadRequest(f"{where}: {error.detail}; {_DOCS_HINT}"), error.status_code, error.headers)
 
     @admin.get(HEALTH_PATH)
