@@ -265,3 +265,28 @@ def test_a_server_stopping_mid_stream_closes_the_connection_once_the_stream_ends
     assert len(paced) == 1 and paced[0].complete
     assert raw.endswith(b"".join(b"%x\r\n%b\r\n" % (len(e), e.encode()) for e in EVENTS) + b"0\r\n\r\n")
     assert closed < 2  # not the 5 s grace period
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+@pytest.mark.parametrize("name", ["chat", "late-sse"])
+def test_an_http_1_0_client_gets_a_stream_with_its_length_not_in_chunks(
+    server: Callable[..., str], http: str, name: str
+) -> None:
+    """HTTP/1.0 has no chunked encoding: the stream goes with a Content-Length, its events
+    unframed and still at their offsets, then the connection closes."""
+    host, port = server(http=http).split(":")
+    body = "".join(EVENTS).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sent = time.monotonic()
+        sock.sendall(request_bytes(name).replace(b"HTTP/1.1", b"HTTP/1.0", 1))
+        raw = b""
+        seen: list[float] = []
+        while data := sock.recv(65536):
+            raw += data
+            while len(seen) < len(EVENTS) and EVENTS[len(seen)].encode() in raw:
+                seen.append(time.monotonic())
+    head, received = raw.split(b"\r\n\r\n", 1)
+    assert received == body
+    assert b"content-length: %d" % len(body) in head.lower() and b"transfer-encoding" not in head.lower()
+    offsets = OFFSETS if name == "chat" else [0.15] * len(EVENTS)  # late-sse: all at once, 150 ms in
+    assert all(at - sent >= offset for offset, at in zip(offsets, seen, strict=True))

@@ -74,7 +74,7 @@ async def send_recorded(
     try:
         exchange = direct_exchange(response, scope, send)
         if exchange is not None:
-            return await _send_by_pacer(exchange, response, pacing, due, whole, client, send)
+            return await _send_by_pacer(exchange, response, pacing, due, whole, client, scope, send)
         if not await client.stays_until(due):
             return Delivery(started=False)
         if whole:
@@ -82,7 +82,7 @@ async def send_recorded(
             # one write instead of one per event).
             await _send_whole(response, scope, send)
             return Delivery(started=True, pieces=len(response.chunks), complete=True)
-        await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
+        await send(_start(response, scope))
         sent = await _send_pieces(response, pacing, client, send, time.monotonic(), 0)
         return Delivery(started=True, pieces=sent, complete=sent == len(response.chunks))
     finally:
@@ -90,7 +90,8 @@ async def send_recorded(
 
 
 async def _send_by_pacer(
-    exchange: Any, response: RecordedResponse, pacing: Pacing, due: float, whole: bool, client: _Client, send: Send
+    exchange: Any, response: RecordedResponse, pacing: Pacing, due: float, whole: bool, client: _Client, scope: Scope,
+    send: Send,
 ) -> Delivery:
     """Have the loop's pacer write the answer (replay/pacer.py: one timer for every waiting
     answer, a fraction of the CPU per event) and wait for it once. When the pacer hands the
@@ -110,7 +111,7 @@ async def _send_by_pacer(
     if answer.started:  # handed back mid-stream (a whole body is written with its head)
         start, position = answer.start, answer.position
     else:
-        await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
+        await send(_start(response, scope))
         if whole:
             await send({"type": "http.response.body", "body": response.body})
             return Delivery(True, len(chunks), True)
@@ -123,8 +124,19 @@ async def _send_whole(response: RecordedResponse, scope: Scope, send: Send) -> N
     """Headers and the whole body: written at once where the server allows it (replay/direct.py),
     else as two ASGI messages."""
     if not write_whole(response, scope, send):
-        await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
+        await send(_start(response, scope))
         await send({"type": "http.response.body", "body": response.body})
+
+
+def _start(response: RecordedResponse, scope: Scope) -> Message:
+    """The ASGI message that starts ``response``. An HTTP/1.0 client cannot read a chunked body
+    (chunked encoding came with HTTP/1.1), and uvicorn frames any body without a Content-Length
+    in chunks: so to such a client a stream goes with its length, its pieces unframed (still
+    at their offsets), and the connection closes after it as HTTP/1.0 has it."""
+    headers = response.headers
+    if response.kind is not BodyKind.WHOLE and scope.get("http_version") == "1.0":
+        headers = [*headers, (b"content-length", b"%d" % len(response.body))]
+    return {"type": "http.response.start", "status": response.status, "headers": headers}
 
 
 async def _send_pieces(response: RecordedResponse, pacing: Pacing, client: _Client, send: Send, start: float,
@@ -170,7 +182,7 @@ async def send_faulted(
             return Delivery(started=False, replaced_by=NO_RESPONSE)
         if not await client.stays_until(arrived + pacing.header_delay(response)):
             return Delivery(started=False)
-        await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
+        await send(_start(response, scope))
         return await _send_altered(response, fired, pacing, client, send)
     finally:
         client.stop_listening()
