@@ -259,9 +259,9 @@ class _Client:
 
     A wait is a plain ``asyncio.sleep`` (``stays_until``), or the pacer's answer (``follows``);
     when the client leaves during a wait, the listener's callback cancels the waiting task, and
-    the wait returns False. Deadlines are on
-    ``time.monotonic()``, not the loop's clock: uvloop's ``loop.time()`` is the time the current
-    loop turn started, in milliseconds, so under load a deadline computed from it comes early.
+    the wait returns False. Deadlines are on ``time.monotonic()``, not the loop's clock: uvloop's
+    ``loop.time()`` is the time the current loop turn started, in milliseconds, so under load a
+    deadline computed from it comes early.
     """
 
     def __init__(self, receive: Receive) -> None:
