@@ -1,6 +1,7 @@
-"""Paced streams written by the loop's pacer (server/replay/pacer.py), on a real uvicorn socket:
-the same bytes as one ASGI message per event, never before their time, and handed back to the
-ASGI path when the client stops reading or leaves."""
+"""Answers that wait (a header delay, paced events) written by the loop's pacer
+(server/replay/pacer.py), on a real uvicorn socket: the same bytes as one ASGI message per
+event, never before their time, handed back to the ASGI path when the client stops reading,
+leaves or the server stops; and what never goes to the pacer (h11, Connection: close, HTTP/1.0)."""
 
 from __future__ import annotations
 
