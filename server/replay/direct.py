@@ -57,14 +57,14 @@ def write_whole(response: RecordedResponse, scope: Scope, send: Send) -> bool:
     if exchange is None or exchange.flow.write_paused:
         return False
     start_exchange(exchange, response)
+    status_line, header_block = head_of(response)
     body = response.body
     if response.kind is BodyKind.WHOLE:  # its Content-Length is in the header block
-        exchange.transport.writelines((STATUS_LINE[response.status], response.header_block, body))
+        exchange.transport.writelines((status_line, header_block, body))
     elif body:  # a stream at speed 0: one chunk, then the last one
-        exchange.transport.writelines((STATUS_LINE[response.status], response.header_block, b"%x\r\n" % len(body),
-                                       body, _CHUNK_END_AND_LAST))
+        exchange.transport.writelines((status_line, header_block, b"%x\r\n" % len(body), body, _CHUNK_END_AND_LAST))
     else:
-        exchange.transport.writelines((STATUS_LINE[response.status], response.header_block, LAST_CHUNK))
+        exchange.transport.writelines((status_line, header_block, LAST_CHUNK))
     end_exchange(exchange)
     return True
 
