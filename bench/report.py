@@ -31,7 +31,8 @@ class Results:
     wiremock_flags_used: str = ""
     startup_repeats: int = 1
     paced_workers: int = 1
-    throughput: dict[str, dict[str, LoadResult]] = field(default_factory=dict)  # case → server → wrk
+    throughput: dict[str, dict[str, LoadResult]] = field(default_factory=dict)  # case → server → best wrk round
+    throughput_rounds: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # case → server → req/s of each
     case_sizes: dict[str, str] = field(default_factory=dict)  # case → what its answer is
     paced: list[tuple[str, PacedResult]] = field(default_factory=list)  # (server, result) in run order
     startup: dict[str, Startup] = field(default_factory=dict)  # "server, corpus" → startup
@@ -117,7 +118,9 @@ def _throughput(results: Results) -> str:
                          ", ".join(problems)])
     return (
         f"### Throughput (wrk -t2 -c50 -d{results.seconds:g}s --latency, speed 0)\n\n"
-        "One server runs at a time. Each answered the recorded status, content-type and body bytes (a miss: "
+        "One server is loaded at a time. cassette-server and the bare app run side by side and are timed in turn, "
+        f"{_rounds(results)} in alternating order (A B, B A); each server's best round counts; WireMock runs alone "
+        "afterwards. Each answered the recorded status, content-type and body bytes (a miss: "
         f"a 404) once before it was timed, then had {results.warmup:g} s of warm-up per case"
         + (f" (WireMock {results.wiremock_warmup:g} s more over its cases, for its JIT)"
            if results.wiremock_flags_used else "")
@@ -129,6 +132,11 @@ def _throughput(results: Results) -> str:
            "events one by one)" if results.wiremock_flags_used else "")
         + ".\n\n"
         + _table(["case", "server", "req/s", "p50", "p99", "cassette-server ÷ this", "problems"], rows))
+
+
+def _rounds(results: Results) -> str:
+    counts = {len(rounds) for by_server in results.throughput_rounds.values() for rounds in by_server.values()}
+    return f"{max(counts, default=1)} round(s)"
 
 
 def _paced(results: Results) -> str:
@@ -143,7 +151,8 @@ def _paced(results: Results) -> str:
     return (
         "### Paced streams (speed 1: 20 events 50 ms apart, headers after 100 ms; started over 1 s)\n\n"
         "Lateness = arrival − (request sent + recorded offset), over every event of every stream; headers early: "
-        "how many came before their recorded delay (and the earliest). The client runs in "
+        "how many came before their recorded delay (and the earliest). Each number of streams runs against the two "
+        "servers in turn (the order alternating), both up. The client runs in "
         f"{results.paced_workers} process(es) of its own; its loop lag is how late its own 5 ms timer fires: when "
         "that nears the lateness, the client is the bottleneck.\n\n"
         + _table(["streams", "server", "p50", "p99", "max", "headers p99", "headers early", "failed",
@@ -160,7 +169,8 @@ def _startup(results: Results) -> str:
     if results.parse_s is not None:
         rows.append([f"yaml.load(CSafeLoader) alone, {results.corpus_size:,} interactions",
                      f"{results.parse_s:.2f} s", "-"])
-    method = (f"Ready: the median of {results.startup_repeats} start(s). The bare app parses the same files with "
+    method = (f"Ready: the median of {results.startup_repeats} start(s), the servers started in turn (the order "
+              "alternating), one at a time. The bare app parses the same files with "
               "CSafeLoader before it listens; the parse alone runs in a fresh interpreter and counts neither the "
               "interpreter's start nor imports. " if results.startup else "")
     return ("### Startup (process start → health check 200) and idle memory (VmRSS)\n\n"

@@ -46,6 +46,7 @@ CASES = {
 }
 ALL_CASES = tuple(name for name in CASES if name != "wiremock-flags")
 LOAD_CASES = ("json", "sse", "miss")
+ROUNDS = 2  # timed runs per load case and server, in turn; the best counts
 WIREMOCK_FLAG_SETS = {
     "(defaults)": (),
     "--no-request-journal --disable-request-logging": peers.WIREMOCK_TUNED,
@@ -64,11 +65,11 @@ class Plan:
     streams: tuple[int, ...]
     corpus: int  # interactions in the startup corpus
     lookup_sizes: tuple[int, ...]
-    repeats: int  # startups measured per server (median)
+    repeats: int  # startups measured per server, in turn (median)
     budget: float  # seconds per in-process measurement
 
 
-FULL = Plan(10, 2, 45, (500, 1000, 2000), 10_000, (1, 100, 1_000, 10_000, 100_000), 3, 2.0)
+FULL = Plan(10, 2, 45, (500, 1000, 2000), 10_000, (1, 100, 1_000, 10_000, 100_000), 5, 2.0)
 QUICK = Plan(2, 1, 5, (50, 100, 200), 2_000, (1, 100, 1_000, 10_000), 1, 0.3)
 
 
@@ -126,52 +127,81 @@ class Bench:
         return peers.wiremock(self.jar, self.stubs, self.logs, flags=flags, name=name)
 
     def served(self, case_names: list[str]) -> None:
-        """The load cases and the paced streams. One server runs at a time, so none competes
-        with another for the cores (a JVM keeps compiling in the background after its load)."""
+        """The load cases and the paced streams. cassette-server and the bare app run side by side
+        (a server that is not loaded uses no CPU) and are timed in turn, case by case, so a
+        neighbour that slows the machine for a minute slows both; WireMock runs alone
+        afterwards (a JVM keeps compiling in the background after its load)."""
         load_cases = [self.cases[name] for name in LOAD_CASES if name in case_names]
-        sessions: list[tuple[Callable[[], Peer], list[Case]]] = [
-            (self.cassette_server, load_cases), (self.bare, load_cases)]
+        makers: list[Callable[[], Peer]] = [self.cassette_server, self.bare]
         if "sse" in case_names:
-            sessions.append((lambda: self.bare(sse_sends="whole"), [self.cases["sse"]]))
-        if self.jar and load_cases:
-            sessions.append((self.wiremock, load_cases))
-        for make, cases in sessions:
-            peer = make()
-            self.say(f"starting {peer.name}")
-            peer.start()
-            try:
-                extra_warmup = self.plan.wiremock_warmup / len(cases) if peer.name == peers.WIREMOCK else 0.0
-                for case in cases:
-                    self.load_case(case, peer, self.plan.warmup + extra_warmup)
-                if "paced" in case_names and peer.name in (peers.CASSETTE_SERVER, peers.BARE):
-                    self.paced(peer)
-                time.sleep(startup.IDLE_SETTLE)
+            makers.append(lambda: self.bare(sse_sends="whole"))
+        running: list[Peer] = []
+        try:
+            for make in makers:
+                running.append(make())
+                self.say(f"starting {running[-1].name}")
+                running[-1].start()
+            for case in load_cases:
+                self.in_turn(case, [peer for peer in running if peer.name != peers.BARE_WHOLE or case.name == "sse"],
+                             self.plan.warmup)
+            if "paced" in case_names:
+                self.paced(running[:2])
+            time.sleep(startup.IDLE_SETTLE)
+            for peer in running:
                 self.results.rss_after_load[peer.name] = peer.rss_mib()
-            finally:
+        finally:
+            for peer in running:
                 peer.stop()
+        if self.jar and load_cases:
+            wiremock = self.wiremock()
+            self.say(f"starting {wiremock.name}")
+            wiremock.start()
+            try:
+                for case in load_cases:
+                    self.in_turn(case, [wiremock], self.plan.warmup + self.plan.wiremock_warmup / len(load_cases))
+                time.sleep(startup.IDLE_SETTLE)
+                self.results.rss_after_load[wiremock.name] = wiremock.rss_mib()
+            finally:
+                wiremock.stop()
 
-    def load_case(self, case: Case, peer: Peer, warmup: float) -> None:
-        problem = load.check_answer(peer.url(case.path), case)
-        if problem:
-            self.results.mismatches[f"{case.name} / {peer.name}"] = problem
-            self.say(f"{case.name}: {peer.name} does not answer the recorded bytes ({problem}): not timed")
-            return
-        self.say(f"{case.name}: {peer.name} (warm-up {warmup:.0f} s, then {self.plan.seconds:g} s)")
-        load.run_wrk(peer.url(case.path), case, warmup, self.work)
-        timed = load.run_wrk(peer.url(case.path), case, self.plan.seconds, self.work)
-        self.results.throughput.setdefault(case.name, {})[peer.name] = timed
+    def in_turn(self, case: Case, servers: list[Peer], warmup: float) -> None:
+        """Warm each server up on ``case``, then time them in turn, ``ROUNDS`` rounds in
+        alternating order (A B, B A, …); each server's best round counts."""
+        ready = self.answering(case, servers)
+        for peer in ready:
+            self.say(f"{case.name}: {peer.name}: warm-up {warmup:.0f} s")
+            load.run_wrk(peer.url(case.path), case, warmup, self.work)
+        rounds: dict[str, list[load.LoadResult]] = {peer.name: [] for peer in ready}
+        for number in range(ROUNDS):
+            for peer in ready if number % 2 == 0 else ready[::-1]:
+                self.say(f"{case.name}: {peer.name}: round {number + 1} of {ROUNDS}, {self.plan.seconds:g} s")
+                rounds[peer.name].append(load.run_wrk(peer.url(case.path), case, self.plan.seconds, self.work))
+        for name, timed in rounds.items():
+            self.results.throughput.setdefault(case.name, {})[name] = max(timed, key=lambda run: run.requests_per_second)
+            self.results.throughput_rounds.setdefault(case.name, {})[name] = [run.requests_per_second for run in timed]
 
-    def paced(self, peer: Peer) -> None:
+    def answering(self, case: Case, servers: list[Peer]) -> list[Peer]:
+        """The servers that answer ``case`` with the recorded bytes; the others are noted, not timed."""
+        ready = []
+        for peer in servers:
+            problem = load.check_answer(peer.url(case.path), case)
+            if problem:
+                self.results.mismatches[f"{case.name} / {peer.name}"] = problem
+                self.say(f"{case.name}: {peer.name} does not answer the recorded bytes ({problem}): not timed")
+            else:
+                ready.append(peer)
+        return ready
+
+    def paced(self, servers: list[Peer]) -> None:
+        """Each number of streams against each server in turn, the order alternating."""
         case = self.cases["paced"]
-        problem = load.check_answer(peer.url(case.path), case)
-        if problem:
-            self.results.mismatches[f"paced / {peer.name}"] = problem
-            self.say(f"paced: {peer.name} does not answer the recorded bytes ({problem}): not timed")
-            return
-        for streams in self.plan.streams:
-            self.say(f"paced: {streams} streams against {peer.name}")
-            self.results.paced.append((peer.name, paced.measure(case, peer.port, streams, workers=self.paced_workers)))
-            time.sleep(1.0)  # let the last connections close before the next run
+        ready = self.answering(case, servers)
+        for number, streams in enumerate(self.plan.streams):
+            for peer in ready if number % 2 == 0 else ready[::-1]:
+                self.say(f"paced: {streams} streams against {peer.name}")
+                self.results.paced.append((peer.name, paced.measure(case, peer.port, streams,
+                                                                    workers=self.paced_workers)))
+                time.sleep(1.0)  # let the last connections close before the next run
 
     def cold(self) -> None:
         """Fresh processes, loaded with wrk from the moment they answer (the JSON case)."""
@@ -193,9 +223,8 @@ class Bench:
         }
         if self.jar:
             makers[f"{peers.WIREMOCK}, the same stubs"] = self.wiremock
-        for label, make in makers.items():
-            self.say(f"startup: {label}")
-            self.results.startup[label] = startup.measure(make, self.plan.repeats)
+        self.say(f"startup: {', '.join(makers)}, in turn, {self.plan.repeats} times each")
+        self.results.startup.update(startup.measure_in_turn(makers, self.plan.repeats))
         self.results.parse_s = startup.parse_seconds(corpus, self.plan.repeats)
 
     def inprocess(self) -> None:

@@ -41,19 +41,23 @@ class ColdLoad:
     load: LoadResult  # wrk started the moment the server was ready
 
 
-def measure(make_peer: Callable[[], Peer], repeats: int = 1) -> Startup:
-    """Start a fresh process ``repeats`` times; the median time to ready, and the RSS of the last."""
-    times = []
-    rss = 0.0
-    for _ in range(repeats):
-        peer = make_peer()
-        try:
-            times.append(peer.start())
-            time.sleep(IDLE_SETTLE)
-            rss = peer.rss_mib()
-        finally:
-            peer.stop()
-    return Startup(statistics.median(times), rss)
+def measure_in_turn(makers: dict[str, Callable[[], Peer]], repeats: int) -> dict[str, Startup]:
+    """Start each server ``repeats`` times, in turn (the order alternating), one at a time:
+    each one's median time to ready, and its RSS on the last start. In turn, so a minute
+    when the machine is slower counts against every server alike."""
+    times: dict[str, list[float]] = {label: [] for label in makers}
+    rss: dict[str, float] = {}
+    labels = list(makers)
+    for number in range(repeats):
+        for label in labels if number % 2 == 0 else labels[::-1]:
+            peer = makers[label]()
+            try:
+                times[label].append(peer.start())
+                time.sleep(IDLE_SETTLE)
+                rss[label] = peer.rss_mib()
+            finally:
+                peer.stop()
+    return {label: Startup(statistics.median(times[label]), rss[label]) for label in labels}
 
 
 def parse_seconds(directory: Path, repeats: int = 1) -> float:
