@@ -85,13 +85,21 @@ _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _SIZE = re.compile(r"(\d+)\s*([kmg]?)(?:i?b)?", re.IGNORECASE)
 
 
-def _size(text: str) -> int:
+def parse_size(text: str) -> int:
     """Bytes, as a number with an optional binary unit: ``1048576``, ``512K``, ``64MiB``, ``1G``."""
     match = _SIZE.fullmatch(text.strip())
     value = int(match[1]) * _SIZE_UNITS[match[2].lower()] if match else 0
     if value < 1:
         raise ValueError(f"expected a size in bytes of at least 1, like 1048576, 512K, 64MiB or 1G, not {text!r}")
     return value
+
+
+def shown_size(value: int) -> str:
+    """A size as ``parse_size`` reads it, in the largest unit it is a whole number of (``64M``)."""
+    for unit, factor in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if value % factor == 0:
+            return f"{value // factor}{unit}"
+    return str(value)
 
 
 def _token(text: str) -> str:
@@ -202,7 +210,7 @@ class Settings:
     )
     journal_max_bytes: int = _option(
         Option("--journal-max-bytes", "memory the request journal may hold, in bytes or with a unit (K, M, G: powers "
-               "of 1024), estimated per entry; past it, the oldest entries are forgotten", _size, "SIZE"),
+               "of 1024), estimated per entry; past it, the oldest entries are forgotten", parse_size, "SIZE"),
         32 * 1024**2,
     )
     max_sessions: int = _option(
@@ -228,12 +236,12 @@ class Settings:
     max_cassette_size: int = _option(
         Option("--max-cassette-size", "largest cassette: a file loaded (once decompressed), a body PUT "
                "/__admin/cassettes/NAME accepts, a request a recording forwards (413 beyond) or an answer it writes, "
-               "in bytes or with a unit (K, M, G: powers of 1024); a bigger file is a load error", _size, "SIZE"),
+               "in bytes or with a unit (K, M, G: powers of 1024); a bigger file is a load error", parse_size, "SIZE"),
         64 * 1024**2,
     )
     max_body_size: int = _option(
         Option("--max-body-size", "largest request body the replay endpoint reads, in bytes or with a unit (K, M, G: "
-               "powers of 1024); a bigger one is refused with 413 before the rest of it is read", _size, "SIZE"),
+               "powers of 1024); a bigger one is refused with 413 before the rest of it is read", parse_size, "SIZE"),
         64 * 1024**2,
     )
     no_relax: bool = _option(

@@ -24,7 +24,7 @@ from server.loader import FOUND_SUFFIXES
 from server.memory import FULL_COLLECTION_AFTER
 from server.record import RecordMode
 from server.record.upstreams import parse_route
-from server.settings import Settings
+from server.settings import Settings, parse_size, shown_size
 
 from .conftest import BUNDLED, ROOT, interaction
 
@@ -173,6 +173,16 @@ def test_the_path_help_names_every_suffix_a_directory_search_loads(capsys: pytes
         main(["list", "--help"])
     shown = " ".join(capsys.readouterr().out.split())
     assert all(f"*{suffix}" in shown for suffix in FOUND_SUFFIXES)
+
+
+def test_help_shows_size_defaults_in_the_units_the_options_take(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--max-body-size SIZE" in shown and "(default: 64M)" in shown and "(default: 32M)" in shown
+    assert not re.search(r"default: \d{6,}", shown)  # no size shown in bytes
+    for size in (1, 1000, 1024, 1536, 64 * 1024**2, 3 * 1024**3):
+        assert parse_size(shown_size(size)) == size
 
 
 def settings_of(*argv: str, environ: dict[str, str] | None = None) -> Settings:
