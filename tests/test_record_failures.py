@@ -14,6 +14,7 @@ import yaml
 
 from server import Settings
 from server.record import RecordMode
+from server.record.scoping import forwarded_query
 from server.record.upstreams import parse_route
 
 from .conftest import live_server, running
@@ -160,6 +161,44 @@ def test_a_name_that_cannot_be_a_cassette_file_is_a_400_before_forwarding(tmp_pa
             response = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers={**AUTH, "X-Cassette": "../up"})
     assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request"
     assert standin.requests == [] and cassette_files(tmp_path) == []
+
+
+def _raw_post(url: str, target: bytes, body: bytes) -> bytes:
+    """POST ``target`` as these very bytes (an HTTP client would percent-encode it first); the
+    whole answer as received."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST " + target + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Connection: close\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    return answer
+
+
+def test_a_query_is_recorded_as_it_was_sent_upstream(tmp_path: Path) -> None:
+    """A quote or an angle bracket sent raw in the query goes upstream percent-encoded (as httpx
+    sends it); the cassette's URL says what was sent, and the raw request replays."""
+    standin = StandIn()
+    body = json.dumps({"contents": [{"role": "user", "parts": [{"text": "raw query"}]}]}).encode()
+    target = b"/v1beta/models/gemini-standin:generateContent?key=%b&q=\"a\"&c=<b>&p=%%20x+y" % KEY.encode()
+    with recording(standin, tmp_path) as (url, _, _):
+        assert b"You asked: raw query" in _raw_post(url, target, body)
+    sent = f"/v1beta/models/gemini-standin:generateContent?key={KEY}&q=%22a%22&c=%3Cb%3E&p=%20x+y"
+    assert standin.requests == [("POST", sent)]
+    interaction = yaml.safe_load((tmp_path / "recorded.yaml").read_text())["interactions"][0]
+    assert interaction["request"]["url"].endswith(sent.replace(f"key={KEY}", "key=REDACTED"))
+    with live_server(Settings(paths=(tmp_path,), speed=0)) as (url, _):
+        assert b"You asked: raw query" in _raw_post(url, target, body)
+        replayed = httpx.post(f"{url}{sent}", content=body, headers={"Content-Type": "application/json"})
+        assert replayed.json()["candidates"][0]["content"]["parts"][0]["text"] == answer("raw query")
+
+
+def test_a_forwarded_query_keeps_the_clients_bytes_and_encodes_only_what_a_url_cannot_hold() -> None:
+    raw = b'a=%22x%22&b=1+2&c="q"&d=<>#&e={}|^`&f=\xc3\xa9&g=\xff&h= '
+    assert forwarded_query(raw.decode("latin-1")) == "a=%22x%22&b=1+2&c=%22q%22&d=%3C%3E%23&e={}|^`&f=%C3%A9&g=%FF&h=%20"
+    assert forwarded_query("") == ""
 
 
 def test_a_key_in_the_query_is_redacted_and_the_request_still_replays(tmp_path: Path) -> None:

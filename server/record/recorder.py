@@ -33,7 +33,7 @@ from ..models import BodyKind, Cassette, Exchange, ReceivedRequest, Recorded
 from ..responses import build_response, header_bytes
 from ..settings import Settings
 from .forward import Forwarder, UpstreamAnswer, describe_failure
-from .scoping import forwarded_path
+from .scoping import forwarded_path, forwarded_query
 from .scrub import Scrubber, redact_query
 from .timing import event_offsets
 from .upstreams import Upstreams
@@ -87,7 +87,7 @@ class Recorder:
                 f"(or --upstream PREFIX=URL) to say where to send it. Nothing was recorded (cassette '{name}')."
             )
         path = forwarded_path(scope, request.path)
-        query = request.query
+        query = forwarded_query(request.query)
         url = origin + path + (f"?{query}" if query else "")
         recorded_url = origin + path + (f"?{redact_query(query)}" if query else "")
         sent_headers = [(header, value) for header, value in scope["headers"]

@@ -43,3 +43,16 @@ def forwarded_path(scope: Mapping[str, Any], path: str) -> str:
         return quote(path, safe=_PATH_SAFE)
     kept = path.count("/")
     return "/" + "/".join(raw_segments[len(raw_segments) - kept:])
+
+
+# Printable ASCII but for what a URL's query cannot hold as such: the quote, angle brackets and `#`.
+_QUERY_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) not in '"<>#')
+
+
+def forwarded_query(query: str) -> str:
+    """The query to send upstream, and to record: the client's own bytes (``query`` is them
+    decoded as latin-1), its percent-encoding kept, and what cannot stand in a URL (a space, a
+    quote, bytes that are not ASCII) percent-encoded, as httpx would send it. So the recorded
+    URL is the one sent, and bytes that are not ASCII go on as they came, not re-encoded."""
+    return quote(query.encode("latin-1"), safe=_QUERY_SAFE)
+
