@@ -51,8 +51,8 @@ _QUERY_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) not i
 
 def forwarded_query(query: str) -> str:
     """The query to send upstream, and to record: the client's own bytes (``query`` is them
-    decoded as latin-1), its percent-encoding kept, and what cannot stand in a URL (a space, a
-    quote, bytes that are not ASCII) percent-encoded, as httpx would send it. So the recorded
-    URL is the one sent, and bytes that are not ASCII go on as they came, not re-encoded."""
+    decoded as latin-1), its percent-encoding kept, and what cannot stand in a URL (a quote,
+    angle brackets; a space or bytes that are not ASCII, which uvicorn's parsers refuse anyway)
+    percent-encoded, as httpx would send it. So the recorded URL is the one sent."""
     return quote(query.encode("latin-1"), safe=_QUERY_SAFE)
 
