@@ -55,4 +55,3 @@ def forwarded_query(query: str) -> str:
     angle brackets; a space or bytes that are not ASCII, which uvicorn's parsers refuse anyway)
     percent-encoded, as httpx would send it. So the recorded URL is the one sent."""
     return quote(query.encode("latin-1"), safe=_QUERY_SAFE)
-
