@@ -145,7 +145,7 @@ class Bench:
                 self.in_turn(case, [peer for peer in running if peer.name != peers.BARE_WHOLE or case.name == "sse"],
                              self.plan.warmup)
             if "paced" in case_names:
-                self.paced(running[:2])
+                self.paced(running[:2])  # cassette-server and the bare app (not its one-send variant)
             time.sleep(startup.IDLE_SETTLE)
             for peer in running:
                 self.results.rss_after_load[peer.name] = peer.rss_mib()

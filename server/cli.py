@@ -36,7 +36,7 @@ from .matching.relaxations import RELAXATIONS
 from .memory import freeze_startup_objects, tune_allocator
 from .protocol import JsonErrorsProtocol
 from .record import RecordMode
-from .settings import Option, Settings, parse_size, shown_size
+from .settings import Option, Settings
 from .version import VERSION
 
 # The options `check` and `list` take, and the only variables they read (the server's others are
@@ -110,8 +110,8 @@ def _add_setting(parser: argparse.ArgumentParser, item: Field[Any]) -> None:
     option: Option = item.metadata["option"]
     env = f" [{option.env_name(item.name)}]"
     default = None if item.default is MISSING else item.default  # repeatable options have a factory
-    if option.parse is parse_size and isinstance(default, int):
-        default = shown_size(default)  # 64M, not 67108864
+    if option.shown is not None and default is not None:
+        default = option.shown(default)
     shown = f" (default: {getattr(default, 'value', default)})" if default not in (None, False) else ""
     if item.name == "paths":
         parser.add_argument(

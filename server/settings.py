@@ -41,6 +41,7 @@ class Option:
     repeatable: bool = False  # the flag may be given many times; the variable is comma-separated
     switch: bool = False  # a flag without value; the variable takes 1/0, true/false, yes/no
     const: Any = None  # a flag without value that sets this value; the variable is parsed with ``parse``
+    shown: Callable[[Any], str] | None = None  # how --help shows the default (None: as it is)
 
     def env_name(self, field_name: str) -> str:
         return ENV_PREFIX + field_name.upper()
@@ -210,7 +211,8 @@ class Settings:
     )
     journal_max_bytes: int = _option(
         Option("--journal-max-bytes", "memory the request journal may hold, in bytes or with a unit (K, M, G: powers "
-               "of 1024), estimated per entry; past it, the oldest entries are forgotten", parse_size, "SIZE"),
+               "of 1024), estimated per entry; past it, the oldest entries are forgotten", parse_size, "SIZE",
+               shown=shown_size),
         32 * 1024**2,
     )
     max_sessions: int = _option(
@@ -236,12 +238,14 @@ class Settings:
     max_cassette_size: int = _option(
         Option("--max-cassette-size", "largest cassette: a file loaded (once decompressed), a body PUT "
                "/__admin/cassettes/NAME accepts, a request a recording forwards (413 beyond) or an answer it writes, "
-               "in bytes or with a unit (K, M, G: powers of 1024); a bigger file is a load error", parse_size, "SIZE"),
+               "in bytes or with a unit (K, M, G: powers of 1024); a bigger file is a load error", parse_size, "SIZE",
+               shown=shown_size),
         64 * 1024**2,
     )
     max_body_size: int = _option(
         Option("--max-body-size", "largest request body the replay endpoint reads, in bytes or with a unit (K, M, G: "
-               "powers of 1024); a bigger one is refused with 413 before the rest of it is read", parse_size, "SIZE"),
+               "powers of 1024); a bigger one is refused with 413 before the rest of it is read", parse_size, "SIZE",
+               shown=shown_size),
         64 * 1024**2,
     )
     no_relax: bool = _option(
