@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,9 +40,10 @@ from .matching.sessions import DEFAULT_SESSION
 from .models import Cassette, Interaction, ReceivedRequest, Recorded
 from .record import RecordMode
 from .record.scoping import new_cassette_name
+from .replay.direct import write_whole
 from .replay.faults import Fault, Fired, parse_header
 from .replay.pacing import Pacing, parse_speed
-from .replay.send import Delivery, send_faulted, send_recorded
+from .replay.send import Delivery, send_faulted, send_in_two, send_recorded
 from .service import CassetteService, Match, Unmatched
 from .session_options import SessionOptions
 from .settings import Settings
@@ -84,7 +86,7 @@ class CassetteServerApp:
         self._wanted_headers = frozenset(name.encode("latin-1") for name in (*control, *service.rules.match_headers))
         # replay reads a body up to --max-body-size; recording forwards and writes it: --max-cassette-size too
         settings = service.settings
-        self._body_limit = min(settings.max_body_size, settings.max_cassette_size) if self.recorder else settings.max_body_size
+        self.body_limit = min(settings.max_body_size, settings.max_cassette_size) if self.recorder else settings.max_body_size
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -113,29 +115,63 @@ class CassetteServerApp:
                 self._admin = create_admin(self.service)
 
     async def replay(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Replay one request through ASGI: read its body, then ``answer``. What serve's protocol
+        does not answer by itself (protocol.py) comes here too, as does every request under
+        another server (h11, an in-process client)."""
         arrived = time.monotonic()  # the clock replay's deadlines are on (replay/send.py)
-        index = self.service.index  # one index for the whole request, even across a reload
         headers = _headers(scope, self._wanted_headers)
-        session = headers.get(SESSION_HEADER) or DEFAULT_SESSION
-        path = scope["path"]
-        if path.startswith(SESSION_PREFIX):
-            try:
-                path, session = resolve_session(path, headers.get(SESSION_HEADER))
-            except BadRequest as error:
-                await self._refuse(error, scope, session, arrived, send)
-                return
-        options = self.service.session_options.get(session) if self.service.session_options else None
-        mode = self._record_mode if options is None or options.record is None else options.record
         try:
-            body = await _read_body(receive, self._body_limit, scope, headers.get(CONTENT_LENGTH))
+            body = await _read_body(receive, self.body_limit, scope, headers.get(CONTENT_LENGTH))
         except _ClientGone:
             return
         except TooLarge as error:  # the server then reads and drops the rest, so the client sees the answer
-            await self._refuse(error, scope, session, arrived, send)
+            await self._refuse(error, scope, _session_of(scope, headers), arrived, send)
             return
-        # None unless recording (the server's mode, or the session's own): all recording costs replay is this test
-        recorder = self.recorder if mode is not RecordMode.OFF else None
+        rest = self.answer(scope, headers, body, arrived, send)
+        if rest is not None:
+            await rest(scope, receive, send)
+
+    def headers_for_whole_body(self, scope: Scope) -> dict[str, str] | None:
+        """The protocol's first question, when a request's headers are in (protocol.py): the
+        request headers replay looks at, when the request is to be answered once its whole body
+        has arrived (``answer_whole_request``); None when it is to run as any ASGI request from
+        the start: the admin API, and a body declared longer than the limit (refused before the
+        client sends it)."""
+        if _is_admin(scope["path"]):
+            return None
+        headers = _headers(scope, self._wanted_headers)
+        declared = headers.get(CONTENT_LENGTH)
+        if declared is not None and not (declared.isdigit() and int(declared) <= self.body_limit):
+            return None
+        return headers
+
+    def answer_whole_request(self, scope: Scope, headers: dict[str, str], body: bytes, send: Send) -> ASGIApp | None:
+        """The protocol's way in once the whole body is in, before any task is made for the
+        request: answered here and now when nothing needs waiting for (a hit written whole: most
+        of what a test suite asks for), and then None; else the ASGI app that finishes it, which
+        uvicorn runs as it runs any request (the body has been received: ``receive`` has no more
+        of it)."""
+        arrived = time.monotonic()
+        if len(body) > self.body_limit:  # sent without a length (chunked): known only now
+            error = _too_large(scope, str(len(body)), self.body_limit)
+            return partial(self._refuse_later, error, _session_of(scope, headers), arrived)
+        return self.answer(scope, headers, body, arrived, send)
+
+    def answer(self, scope: Scope, headers: dict[str, str], body: bytes, arrived: float, send: Send) -> ASGIApp | None:
+        """Find what answers the request and, when it can be written at once (a hit, no fault,
+        nothing to wait for, a connection uvicorn lets us write to: replay/direct.py), write it
+        and journal it: None. Else what is left to do, as an ASGI app: refuse, explain a miss,
+        record, or send with waits or a fault."""
+        index = self.service.index  # one index for the whole request, even across a reload
+        session = headers.get(SESSION_HEADER) or DEFAULT_SESSION
+        path = scope["path"]
         try:
+            if path.startswith(SESSION_PREFIX):
+                path, session = resolve_session(path, headers.get(SESSION_HEADER))
+            options = self.service.session_options.get(session) if self.service.session_options else None
+            mode = self._record_mode if options is None or options.record is None else options.record
+            # None unless recording (the server's mode, or the session's own): all recording costs replay is this test
+            recorder = self.recorder if mode is not RecordMode.OFF else None
             path, cassette = resolve_scope(path, headers.get(CASSETTE_HEADER), index, new_names=recorder is not None)
             request = ReceivedRequest(scope["method"], path, scope["query_string"].decode("latin-1"), headers, body)
             if recorder is not None and mode is RecordMode.ALL:
@@ -144,29 +180,53 @@ class CassetteServerApp:
                 pacing = self._pacing(headers.get(SPEED_HEADER), options)
                 header_fault = self._header_fault(headers.get(FAULT_HEADER))
                 found = self.service.match(request, session=session, scope=cassette, index=index)
-            if isinstance(found, Unmatched) and recorder is None:
-                # in a thread: explaining compares recordings, and streams in flight must not wait for it
-                error = await asyncio.to_thread(self.service.explain, found)
-                raise error
         except HTTPError as error:
-            await self._refuse(error, scope, session, arrived, send)
-            return
+            return partial(self._refuse_later, error, session, arrived)
         except Exception as error:  # a bug of ours: still answer in the JSON error shape
             log.exception("internal error while matching %s %s", scope["method"], scope["path"])
             internal = HTTPError(f"cassette-server internal error: {error!r}; please report it")
-            await self._refuse(internal, scope, session, arrived, send)
-            return
-        if not isinstance(found, Match):  # recording: nothing to replay (a miss, or `record`)
-            replacing = options.replaced if options is not None and options.replace else None
-            await self._forward(scope, send, request, cassette, session, arrived, replacing)
-            return
+            return partial(self._refuse_later, internal, session, arrived)
+        if isinstance(found, Match):
+            if header_fault is None and not self.service.faults.active:  # no rule, no header: one attribute check
+                response = found.interaction.response
+                if pacing.at_once(response, arrived):
+                    if write_whole(response, scope, send):
+                        self._record(scope, session, arrived, match=found, pieces=len(response.chunks))
+                        return None
+                    return partial(self._deliver, session, arrived, request, found, pacing, None, True)
+            return partial(self._deliver, session, arrived, request, found, pacing, header_fault, False)
+        if recorder is None:
+            return partial(self._explain, found, session, arrived)
+        replacing = options.replaced if options is not None and options.replace else None  # recording
+        return partial(self._forward, request, cassette, session, arrived, replacing)
+
+    async def _explain(self, unmatched: Unmatched, session: str, arrived: float, scope: Scope, receive: Receive,
+                       send: Send) -> None:
+        """Refuse a miss with why: in a thread, since explaining compares recordings, and streams in
+        flight must not wait for it."""
+        try:
+            error = await asyncio.to_thread(self.service.explain, unmatched)
+        except HTTPError as raised:
+            error = raised
+        except Exception as failure:  # a bug of ours: still answer in the JSON error shape
+            log.exception("internal error while explaining a miss of %s %s", scope["method"], scope["path"])
+            error = HTTPError(f"cassette-server internal error: {failure!r}; please report it")
+        await self._refuse(error, scope, session, arrived, send)
+
+    async def _deliver(self, session: str, arrived: float, request: ReceivedRequest, found: Match, pacing: Pacing,
+                       header_fault: Fault | None, in_two: bool, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send a hit that waits (a recorded delay, paced events) or that a fault alters; or
+        (``in_two``) one to go out whole now that could not be written at once: as two ASGI
+        messages."""
         delivery = fired = None
         faults = self.service.faults
         try:
-            if header_fault is not None or faults.active:  # no rule, no header: one attribute check
+            if header_fault is not None or faults.active:
                 fired = faults.pick(session=session, method=request.method, path=request.path,
                                     interaction=found.interaction, header=header_fault)
-            if fired is None:
+            if in_two:
+                delivery = await send_in_two(found.interaction.response, scope, send)
+            elif fired is None:
                 delivery = await send_recorded(found.interaction.response, pacing, arrived, scope, receive, send)
             else:
                 log.info("Fault %s (rule %s) on %s %s, which matched %s", fired.kind.value, fired.rule, request.method,
@@ -179,8 +239,8 @@ class CassetteServerApp:
                 self.service.give_back(found)  # the next request gets this recording
             self._record(scope, session, arrived, match=found, delivery=delivery, fault=fired)
 
-    async def _forward(self, scope: Scope, send: Send, request: ReceivedRequest, cassette: str | None, session: str,
-                       arrived: float, replacing: set[Path] | None) -> None:
+    async def _forward(self, request: ReceivedRequest, cassette: str | None, session: str, arrived: float,
+                       replacing: set[Path] | None, scope: Scope, receive: Receive, send: Send) -> None:
         """Record: the recorder answers (or raises before answering: then the error is sent here).
         ``replacing``: the session starts each cassette afresh (the files it has started so far)."""
         assert self.recorder is not None
@@ -197,6 +257,10 @@ class CassetteServerApp:
             return
         self._record(scope, session, arrived, recorded=recorded)
 
+    async def _refuse_later(self, error: HTTPError, session: str, arrived: float, scope: Scope, receive: Receive,
+                            send: Send) -> None:
+        await self._refuse(error, scope, session, arrived, send)
+
     async def _refuse(self, error: HTTPError, scope: Scope, session: str, arrived: float, send: Send) -> None:
         """Answer with ``error``, journaled (and counted for its session) before the answer
         goes out: a test that looks right after its request finds it there."""
@@ -204,11 +268,12 @@ class CassetteServerApp:
         await send_error(error, send)
 
     def _record(
-        self, scope: Scope, session: str, arrived: float, *, match: Match | None = None,
+        self, scope: Scope, session: str, arrived: float, *, match: Match | None = None, pieces: int | None = None,
         error: HTTPError | None = None, delivery: Delivery | None = None, recorded: Recorded | None = None,
         fault: Fired | None = None,
     ) -> None:
-        """Add the finished request to the journal (one small record; nothing is computed here)."""
+        """Add the finished request to the journal (one small record; nothing is computed here).
+        A hit is written whole (``pieces``: all of them), or its ``delivery`` says how far it got."""
         tally = self.tally
         if match is not None:
             tally.served += 1
@@ -230,15 +295,22 @@ class CassetteServerApp:
         if match is not None:  # served: every hit comes here, so its fields go positionally (in
             # JournalEntry's order: keyword arguments cost 1.3 µs more per request, measured)
             interaction = match.interaction
-            if delivery is not None and delivery.complete:  # sent whole, no fault in its place: most hits
+            if pieces is not None:  # written whole at once: most hits
                 outcome, status = Outcome.COMPLETE, interaction.response.status
+            elif delivery is not None:
+                pieces = delivery.pieces
+                if delivery.complete:  # sent whole, no fault in its place
+                    outcome, status = Outcome.COMPLETE, interaction.response.status
+                else:
+                    outcome = _outcome(delivery)
+                    status = _journal_status(interaction, None, outcome, delivery)
             else:
                 outcome = _outcome(delivery)
                 status = _journal_status(interaction, None, outcome, delivery)
             journal.add(JournalEntry(
                 time.time() - took, session, scope["method"], scope["path"], scope["query_string"].decode("latin-1"),
                 status, took, interaction, match.repeated, match.relaxation, None, outcome,
-                delivery.pieces if delivery else None, len(interaction.response.chunks), None, fault,
+                pieces, len(interaction.response.chunks), None, fault,
             ))
             return
         interaction = recorded.interaction if recorded else None
@@ -508,6 +580,18 @@ def _headers(scope: Scope, wanted: frozenset[bytes]) -> dict[str, str]:
             value = raw_value.decode("latin-1")
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
     return headers
+
+
+def _session_of(scope: Scope, headers: dict[str, str]) -> str:
+    """The session a request names (header, or a well-formed URL prefix), for journaling a refusal
+    that comes before the request is looked at."""
+    path = scope["path"]
+    if path.startswith(SESSION_PREFIX):
+        try:
+            return resolve_session(path, headers.get(SESSION_HEADER))[1]
+        except BadRequest:
+            pass
+    return headers.get(SESSION_HEADER) or DEFAULT_SESSION
 
 
 def _is_admin(path: str) -> bool:

@@ -34,7 +34,7 @@ from .checks import check_paths
 from .loader import load_paths
 from .matching.relaxations import RELAXATIONS
 from .memory import freeze_startup_objects, tune_allocator
-from .protocol import JsonErrorsProtocol
+from .protocol import ReplayProtocol
 from .record import RecordMode
 from .settings import Option, Settings
 from .version import VERSION
@@ -270,8 +270,9 @@ UVICORN_OPTIONS: dict[str, Any] = {
     # A stopping server (SIGTERM, Ctrl-C) does not wait out long recorded delays: replies in
     # flight, streams included, get 5 s to finish, then they are cut.
     "timeout_graceful_shutdown": 5,
-    # A request uvicorn cannot parse is refused in the JSON error shape, like every other error.
-    "http": JsonErrorsProtocol,
+    # A request uvicorn cannot parse is refused in the JSON error shape, like every other error;
+    # a hit that needs no waiting is answered without a task (protocol.py).
+    "http": ReplayProtocol,
     # Nothing reads the client's address from X-Forwarded-For: skip the middleware that would.
     "proxy_headers": False,
 }

@@ -12,7 +12,7 @@ from typing import Any
 import h11
 import pytest
 
-from server import Settings
+from server import Settings, app
 from server.replay import direct, send
 
 from .conftest import go_vcr, interaction, uvicorn_servers
@@ -104,6 +104,7 @@ def written(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
         return calls[-1]
 
     monkeypatch.setattr(send, "write_whole", recorded)
+    monkeypatch.setattr(app, "write_whole", recorded)
     return calls
 
 

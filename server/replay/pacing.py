@@ -10,9 +10,10 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
-from ..models import RecordedResponse
+from ..models import BodyKind, RecordedResponse
 
 # Slower than a thousandth of the recorded speed is no longer a replay but a hang (and a tiny
 # factor like 1e-300 would make a 1 s recording wait longer than the universe has existed).
@@ -46,6 +47,14 @@ class Pacing:
         offsets = response.event_offsets
         recorded = offsets[position] if offsets is not None else position * self.event_interval
         return recorded / self.speed
+
+    def at_once(self, response: RecordedResponse, arrived: float) -> bool:
+        """Whether ``response`` goes out whole, now, for a request that arrived at ``arrived``
+        (``time.monotonic()``; a delay fault moves it later): its headers are due and no piece
+        of its body waits for later."""
+        if response.kind is not BodyKind.WHOLE and self.waits_between(response):
+            return False
+        return arrived + self.header_delay(response) <= time.monotonic()
 
     def waits_between(self, response: RecordedResponse) -> bool:
         """Whether any piece of the body is due after the headers; when none is, the body can

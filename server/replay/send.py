@@ -64,12 +64,12 @@ async def send_recorded(
     The Delivery says whether the client went away before the headers were due (nothing was
     sent) or during the body, and how many pieces it got.
     """
-    due = arrived + pacing.header_delay(response)
-    whole = response.kind is BodyKind.WHOLE or not pacing.waits_between(response)
-    if whole and due <= time.monotonic():
+    if pacing.at_once(response, arrived):
         # nothing to wait for at all (speed 0, most often): no listener for the client either
         await _send_whole(response, scope, send)
         return Delivery(True, len(response.chunks), True)  # (started, pieces, complete): positional is faster
+    due = arrived + pacing.header_delay(response)
+    whole = response.kind is BodyKind.WHOLE or not pacing.waits_between(response)
     client = _Client(receive)
     try:
         exchange = direct_exchange(response, scope, send)
@@ -124,8 +124,14 @@ async def _send_whole(response: RecordedResponse, scope: Scope, send: Send) -> N
     """Headers and the whole body: written at once where the server allows it (replay/direct.py),
     else as two ASGI messages."""
     if not write_whole(response, scope, send):
-        await send(_start(response, scope))
-        await send({"type": "http.response.body", "body": response.body})
+        await send_in_two(response, scope, send)
+
+
+async def send_in_two(response: RecordedResponse, scope: Scope, send: Send) -> Delivery:
+    """Headers and the whole body as two ASGI messages, now."""
+    await send(_start(response, scope))
+    await send({"type": "http.response.body", "body": response.body})
+    return Delivery(True, len(response.chunks), True)
 
 
 def _start(response: RecordedResponse, scope: Scope) -> Message:

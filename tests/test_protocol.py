@@ -1,0 +1,177 @@
+"""serve's HTTP protocol (server/protocol.py): a hit that needs no waiting is answered as soon as
+its body is parsed, without a task; everything else gets uvicorn's task as before, and the
+connection behaves as uvicorn's does (pipelining, keep-alive, 100 Continue, big bodies)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from server import Settings
+from server.protocol import JsonErrorsProtocol
+
+from .conftest import go_vcr, interaction, uvicorn_servers
+
+BIG = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 200_000}]})  # past uvicorn's 64 KiB buffer
+SMALL = interaction()["request"]["body"]
+
+
+def request(body: str, *, path: str = "/v1/chat/completions", extra: str = "") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"{extra}\r\n{body}").encode()
+
+
+@pytest.fixture
+def serve_small_and_big(tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """start() → "host:port" of a live server (serve's uvicorn settings, idle keep-alive 1 s) on a
+    small and a big request. Started by the test itself: pytest's log capture puts handlers on
+    uvicorn's access logger outside the test's own call, and uvicorn's access log then takes
+    uvicorn's way of sending (replay/direct.py)."""
+    (tmp_path / "c.yaml").write_text(go_vcr(interaction(), interaction(BIG, response_body='{"big":true}')))
+    with uvicorn_servers(Settings(paths=(tmp_path,), speed=0.0)) as start:
+        yield lambda: start(timeout_keep_alive=1)
+
+
+@pytest.fixture
+def tasks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The path of every request uvicorn started a task for."""
+    started: list[str] = []
+    original = JsonErrorsProtocol._start_asgi_task
+
+    def counted(self: Any, cycle: Any, app: Any) -> None:
+        started.append(cycle.scope["path"])
+        original(self, cycle, app)
+
+    monkeypatch.setattr(JsonErrorsProtocol, "_start_asgi_task", counted)
+    return started
+
+
+class Connection:
+    """A client connection that reads answers one at a time (Content-Length framed), keeping
+    what came after one answer for the next."""
+
+    def __init__(self, address: str) -> None:
+        host, port = address.split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        self.pending = b""
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def sendall(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _more(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError(f"the server closed the connection; unread: {self.pending!r}")
+        self.pending += data
+
+    def answer(self) -> bytes:
+        while b"\r\n\r\n" not in self.pending:
+            self._more()
+        head, _, rest = self.pending.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        if lines[0].startswith(b"HTTP/1.1 100 "):
+            self.pending = rest
+            return head + b"\r\n\r\n"
+        length = int(next(line.split(b":")[1] for line in lines if line.lower().startswith(b"content-length")))
+        while len(rest) < length:
+            self._more()
+            rest = self.pending.partition(b"\r\n\r\n")[2]
+        self.pending = rest[length:]
+        return head + b"\r\n\r\n" + rest[:length]
+
+
+def test_a_hit_gets_no_task_and_everything_else_does(serve_small_and_big: Callable[[], str], tasks: list[str]) -> None:
+    address = serve_small_and_big()
+    with Connection(address) as sock:
+        sock.sendall(request(SMALL))
+        assert sock.answer().endswith(b'\r\n\r\n{"ok":true}')
+        assert tasks == []
+        sock.sendall(request('{"not":"recorded"}'))
+        assert sock.answer().startswith(b"HTTP/1.1 404 ")
+        sock.sendall(request(SMALL, extra="X-Replay-Fault: server_error\r\n"))
+        assert sock.answer().startswith(b"HTTP/1.1 500 ")
+    journal = httpx.get(f"http://{address}/__admin/requests").json()
+    assert tasks == ["/v1/chat/completions", "/v1/chat/completions", "/__admin/requests"]
+    assert [(entry["status"], entry["outcome"]) for entry in journal] == [
+        (500, "replaced_by_fault"), (404, None), (200, "complete")]
+
+
+def test_a_request_read_with_the_answer_before_it_is_not_cut_by_that_answers_idle_timer(
+        serve_small_and_big: Callable[[], str]) -> None:
+    """A hit and a delayed request in one packet: the hit is answered while the packet is read,
+    and arms the connection's idle timer (1 s here); the delayed answer (1.5 s) must still come."""
+    address = serve_small_and_big()
+    with Connection(address) as sock:
+        sock.sendall(request(SMALL) + request(SMALL, extra="X-Replay-Fault: delay; seconds=1.5\r\n"))
+        first = sock.answer()
+        assert first.endswith(b'{"ok":true}')
+        assert sock.answer() == first
+
+
+def test_a_body_that_comes_late_or_in_pieces_is_waited_for(serve_small_and_big: Callable[[], str], tasks: list[str]) -> None:
+    address = serve_small_and_big()
+    whole = request(SMALL)
+    with Connection(address) as sock:
+        head_end = whole.index(b"\r\n\r\n") + 4
+        sock.sendall(whole[:head_end])
+        time.sleep(0.3)
+        for at in range(head_end, len(whole), 7):
+            sock.sendall(whole[at : at + 7])
+        assert sock.answer().endswith(b'{"ok":true}')
+    assert tasks == []
+
+
+def test_a_body_past_uvicorns_buffer_is_read_by_the_app(serve_small_and_big: Callable[[], str], tasks: list[str]) -> None:
+    address = serve_small_and_big()
+    with Connection(address) as sock:
+        sock.sendall(request(BIG))
+        assert sock.answer().endswith(b'{"big":true}')
+        sock.sendall(request(SMALL))  # the same connection goes on
+        assert sock.answer().endswith(b'{"ok":true}')
+    assert tasks == ["/v1/chat/completions"]
+
+
+def test_a_client_waiting_for_100_continue_gets_it(serve_small_and_big: Callable[[], str]) -> None:
+    address = serve_small_and_big()
+    whole = request(SMALL, extra="Expect: 100-continue\r\n")
+    head_end = whole.index(b"\r\n\r\n") + 4
+    with Connection(address) as sock:
+        sock.sendall(whole[:head_end])
+        assert sock.answer() == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(whole[head_end:])
+        assert sock.answer().endswith(b'{"ok":true}')
+
+
+def test_a_client_that_leaves_mid_body_costs_nothing(serve_small_and_big: Callable[[], str], tasks: list[str]) -> None:
+    address = serve_small_and_big()
+    with Connection(address) as sock:
+        sock.sendall(request(SMALL)[:-5])
+    with Connection(address) as sock:
+        sock.sendall(request(SMALL))
+        assert sock.answer().endswith(b'{"ok":true}')
+    assert tasks == []
+    assert [entry["status"] for entry in httpx.get(f"http://{address}/__admin/requests").json()] == [200]
+
+
+def test_an_admin_call_gets_its_body_through_asgi(serve_small_and_big: Callable[[], str], tasks: list[str]) -> None:
+    address = serve_small_and_big()
+    rule = httpx.post(f"http://{address}/__admin/faults", json={"kind": "rate_limit", "times": 1})
+    assert rule.status_code in (200, 201), rule.text
+    with Connection(address) as sock:
+        sock.sendall(request(SMALL))
+        assert sock.answer().startswith(b"HTTP/1.1 429 ")
+    assert tasks == ["/__admin/faults", "/v1/chat/completions"]
+
