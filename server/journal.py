@@ -17,7 +17,6 @@ from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from sys import getsizeof
 from typing import TYPE_CHECKING, Any
 
 from .errors import CassetteMiss, HTTPError
@@ -107,13 +106,22 @@ RELEASE_NOTICE_BYTES = 4 * 1024**2  # forgotten entries holding this much are wo
 ENTRY_BYTES = 512
 
 
+STR_BYTES = 80  # a str object's own header, at most (sys.getsizeof("") is 49 to 76)
+
+
+def text_bytes(text: str | bytes) -> int:
+    """The bytes ``text`` holds, at most: up to 4 per character (``sys.getsizeof`` exactly, but
+    ~0.2 µs a call on every request, against ~0.05 µs for this)."""
+    return STR_BYTES + (len(text) if text.isascii() else 4 * len(text))
+
+
 def entry_bytes(entry: JournalEntry) -> int:
     """What an entry holds, roughly, from sizes known without serialising anything: the fixed
     part, the strings the client chose (path, query), and for an error its message and the
     near misses' JSON text."""
-    size = ENTRY_BYTES + getsizeof(entry.path) + getsizeof(entry.query)
+    size = ENTRY_BYTES + text_bytes(entry.path) + text_bytes(entry.query)
     if entry.error is not None:
-        size += getsizeof(entry.error.message) + getsizeof(entry.near_misses_json)
+        size += text_bytes(entry.error.message) + text_bytes(entry.near_misses_json)
     return size
 
 
@@ -128,7 +136,8 @@ class Journal:
         self.size = size
         self.max_bytes = max_bytes
         self.on_release = on_release
-        self._entries: deque[tuple[JournalEntry, int]] = deque()  # newest first, each with its size
+        # newest first, each with its size; the oldest falls off as one more goes in
+        self._entries: deque[tuple[JournalEntry, int]] = deque(maxlen=size)
         self._bytes = 0
         self._released = 0  # bytes forgotten since on_release was last called
 
@@ -146,12 +155,12 @@ class Journal:
             return
         size = entry_bytes(entry)
         entries = self._entries
+        forgotten = entries[-1][1] if len(entries) == self.size else 0  # once full, on every request: kept cheap
         entries.appendleft((entry, size))
         self._bytes += size
-        if len(entries) > self.size or self._bytes > self.max_bytes:  # once full, on every request: kept cheap
-            forgotten = 0
-            while len(entries) > self.size or (self._bytes - forgotten > self.max_bytes and len(entries) > 1):
-                forgotten += entries.pop()[1]
+        while self._bytes - forgotten > self.max_bytes and len(entries) > 1:
+            forgotten += entries.pop()[1]
+        if forgotten:
             self._forgotten(forgotten)
 
     def _forgotten(self, size: int) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gc
 import json
+import sys
 
 import pytest
 
 from server import Settings
 from server.errors import CassetteMiss
-from server.journal import Journal, JournalEntry, Outcome, entry_bytes
+from server.journal import STR_BYTES, Journal, JournalEntry, Outcome, entry_bytes, text_bytes
 from server.loader import load_paths
 from server.models import ReceivedRequest
 from server.service import CassetteService
@@ -152,3 +153,9 @@ def test_a_journaled_miss_keeps_its_near_misses_as_text_not_objects(write_casset
         tracked += 1
         stack += gc.get_referents(item)
     assert tracked <= 6, tracked
+
+
+@pytest.mark.parametrize("text", ["", "/v1/chat/completions", "caf\u00e9" * 50, "\u4e2d\u6587" * 100, "\U0001f600" * 30,
+                                  b"", b'[{"differences":[]}]' * 40])
+def test_an_entrys_text_is_counted_at_no_less_than_it_holds(text: str | bytes) -> None:
+    assert sys.getsizeof(text) <= text_bytes(text) <= sys.getsizeof(text) + 3 * len(text) + STR_BYTES
