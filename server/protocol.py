@@ -110,6 +110,20 @@ class ReplayProtocol(JsonErrorsProtocol):
         cycle, app, headers = waiting
         body = bytes(cycle.body)
         cycle.body = bytearray()  # received, as uvicorn's receive() leaves it
-        rest = app.answer_whole_request(cycle.scope, headers, body, cycle.send)
+        try:
+            rest = app.answer_whole_request(cycle.scope, headers, body, cycle.send)
+        except Exception as error:  # a bug of ours: as uvicorn has it from an app (logged; a 500, or the connection closed)
+            rest = _raising(error)
         if rest is not None:
             super()._start_asgi_task(cycle, rest)
+
+
+def _raising(error: Exception) -> Any:
+    """An ASGI app that raises ``error``: uvicorn's task then logs it and answers 500, or closes the
+    connection when the answer had started, as for an error raised in any app (not from the
+    parser's callback, where it would be taken for a request that is not HTTP)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise error
+
+    return app

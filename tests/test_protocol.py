@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from server import Settings
+from server.app import CassetteServerApp
 from server.protocol import JsonErrorsProtocol
 
 from .conftest import go_vcr, interaction, uvicorn_servers
@@ -175,3 +176,24 @@ def test_an_admin_call_gets_its_body_through_asgi(serve_small_and_big: Callable[
         assert sock.answer().startswith(b"HTTP/1.1 429 ")
     assert tasks == ["/__admin/faults", "/v1/chat/completions"]
 
+
+
+def test_an_error_of_ours_while_answering_is_uvicorns_500_and_the_server_goes_on(
+        serve_small_and_big: Callable[[], str], monkeypatch: pytest.MonkeyPatch) -> None:
+    address = serve_small_and_big()
+    original = CassetteServerApp.answer
+    calls = []
+
+    def failing_once(self: CassetteServerApp, *args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return original(self, *args)
+
+    monkeypatch.setattr(CassetteServerApp, "answer", failing_once)
+    with Connection(address) as sock:
+        sock.sendall(request(SMALL))
+        assert sock.answer().startswith(b"HTTP/1.1 500 ")  # not the 400 of a request that is not HTTP
+    with Connection(address) as sock:
+        sock.sendall(request(SMALL))
+        assert sock.answer().endswith(b'{"ok":true}')
