@@ -16,8 +16,9 @@ whole body is in, and only if the app asks for one. The app's ``answer_whole_req
 called from ``on_message_complete`` with the body; it writes the answer and journals it, or
 returns the ASGI app that does the rest, which is then run exactly as uvicorn runs any request
 (a miss, a recorded delay, a fault, recording, the admin API). Measured with callgrind under
-wrk, on the benchmark's JSON case: 165,000 instructions per request before, 133,000 after,
-the bare ASGI app's count (bench/bare.py).
+wrk, on the benchmark's JSON case: 165,000 instructions per request before, 138,000 after (the
+bare ASGI app of bench/bare.py: 133,000); 20 µs less CPU per request on one connection, but no
+throughput change measurable with fifty (docs/performance.md, "Hits answered without a task").
 
 The task is started at once, as before, when the body must be read as it comes: a client that
 waits for ``100 Continue`` before sending it, a body beyond uvicorn's read buffer (uvicorn stops
@@ -73,8 +74,9 @@ class ReplayProtocol(JsonErrorsProtocol):
     with two methods and an attribute: ``headers_for_whole_body(scope)`` when the headers are in
     (None: run the request as uvicorn would, from now), ``answer_whole_request(scope, headers,
     body, send)`` when the body is (None: answered; else the ASGI app to run), and
-    ``body_limit``, the most body it waits for (beyond it, the app reads and refuses it). Under
-    uvicorn's h11 implementation (no httptools) this is JsonErrorsProtocol."""
+    ``body_limit``, the most body it waits for (beyond it, the app reads and refuses it). The
+    hooks are uvicorn's httptools protocol's: under its h11 one (no httptools), or a uvicorn
+    without ``_start_asgi_task``, none is called and this is JsonErrorsProtocol in effect."""
 
     # The request whose body is still coming: its exchange, the app, and the app's headers.
     _waiting: tuple[Any, Any, dict[str, str]] | None = None
