@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import threading
@@ -65,6 +66,30 @@ def on_event_loop() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def _no_capture_on_uvicorns_access_log() -> None:
+    """Leave uvicorn's access logger without handlers, as ``serve`` has it. pytest attaches its
+    log-capture handlers, at the start of each test phase, to every logger that does not
+    propagate, and uvicorn makes its access logger so when the access log is off (and an earlier
+    server's logging setup may have left uvicorn's own handler there); uvicorn then finds
+    handlers on it, turns the access log on for every new connection, and answers by its own
+    path instead of the one ``serve`` takes (replay/direct.py, protocol.py). A server started by
+    a fixture, before the test's phase, would test that other path. A test that wants the access
+    log adds its handler itself."""
+    logging.getLogger("uvicorn.access").handlers.clear()
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)  # inside pytest's logging wrapper: after it attached its handlers
+def pytest_runtest_setup(item: pytest.Item) -> Any:
+    _no_capture_on_uvicorns_access_log()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    _no_capture_on_uvicorns_access_log()
+    return (yield)
 
 
 @pytest.fixture
