@@ -15,10 +15,10 @@ whole: replay/direct.py) nothing in that needs the task: so the task is started 
 whole body is in, and only if the app asks for one. The app's ``answer_whole_request`` is
 called from ``on_message_complete`` with the body; it writes the answer and journals it, or
 returns the ASGI app that does the rest, which is then run exactly as uvicorn runs any request
-(a miss, a recorded delay, a fault, recording, the admin API). Measured with callgrind under
-wrk, on the benchmark's JSON case: 165,000 instructions per request before, 138,000 after (the
-bare ASGI app of bench/bare.py: 133,000); 20 µs less CPU per request on one connection, but no
-throughput change measurable with fifty (docs/performance.md, "Hits answered without a task").
+(a miss, a recorded delay, a fault, recording, the admin API). Measured with
+bench/instructions.py (callgrind under wrk, the benchmark's JSON case): 165,600 instructions
+per request before, 137,900 after (the bare ASGI app: 133,100); but no throughput change
+measurable with 50 connections (docs/performance.md, "Hits answered without a task").
 
 The task is started at once, as before, when the body must be read as it comes: a client that
 waits for ``100 Continue`` before sending it, a body beyond uvicorn's read buffer (uvicorn stops
