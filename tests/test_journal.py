@@ -5,12 +5,13 @@ from __future__ import annotations
 import gc
 import json
 import sys
+import time
 
 import pytest
 
 from server import Settings
 from server.errors import CassetteMiss
-from server.journal import STR_BYTES, Journal, JournalEntry, Outcome, entry_bytes, text_bytes
+from server.journal import HIT_BYTES, STR_BYTES, Journal, JournalEntry, Outcome, entry_bytes, text_bytes
 from server.loader import load_paths
 from server.models import ReceivedRequest
 from server.service import CassetteService
@@ -159,3 +160,38 @@ def test_a_journaled_miss_keeps_its_near_misses_as_text_not_objects(write_casset
                                   b"", b'[{"differences":[]}]' * 40])
 def test_an_entrys_text_is_counted_at_no_less_than_it_holds(text: str | bytes) -> None:
     assert sys.getsizeof(text) <= text_bytes(text) <= sys.getsizeof(text) + 3 * len(text) + STR_BYTES
+
+
+def test_a_hit_written_whole_reads_as_a_complete_entry(write_cassette, cassette_dir) -> None:
+    """``add_hit`` keeps a hit's fields as a list; read, it is the entry ``add`` would have kept."""
+    write_cassette("c", interaction(response_body="x" * 1000))
+    served = load_paths([cassette_dir]).cassettes[0].interactions[0]
+    journal = Journal(10, max_bytes=10_000_000)
+    arrived = time.monotonic() - 2.0
+    journal.add_hit(arrived, 0.25, "s", "POST", "/v1/x", b"a=1", served, True, "ignore_fields", 3)
+    journal.add(entry("t"))
+    (hit,) = journal.entries(matched=True)
+    assert (hit.session, hit.method, hit.path, hit.query, hit.status, hit.duration) == ("s", "POST", "/v1/x", "a=1",
+                                                                                        200, 0.25)
+    assert (hit.interaction, hit.repeated, hit.relaxation, hit.error, hit.fault) == (served, True, "ignore_fields",
+                                                                                     None, None)
+    assert (hit.outcome, hit.pieces_sent, hit.pieces_total) == (Outcome.COMPLETE, 3, 3)
+    assert abs(hit.time - (time.time() - 2.0)) < 1.0  # the wall clock when it arrived
+    assert hit.to_json()["interaction"] == "c#0"
+    assert [e.session for e in journal.entries(session="s")] == ["s"]
+    assert journal.held_bytes == HIT_BYTES + 4 * len("/v1/x") + len(b"a=1") + entry_bytes(entry("t"))
+    journal.forget_bodies({"c"}, still_served=lambda interaction: False)  # its cassette was reloaded without it
+    shell = journal.entries(matched=True)[0].interaction
+    assert shell.label == served.label and shell.response.body == b"" and shell.response.status == 200
+    journal.clear("s")
+    assert [e.session for e in journal.entries()] == ["t"] and journal.held_bytes == entry_bytes(entry("t"))
+
+
+def test_hits_are_bounded_like_entries(write_cassette, cassette_dir) -> None:
+    write_cassette("c", interaction())
+    served = load_paths([cassette_dir]).cassettes[0].interactions[0]
+    journal = Journal(1000, max_bytes=10 * (HIT_BYTES + 4 * 10))
+    for n in range(50):
+        journal.add_hit(0.0, 0.0, "s", "GET", f"/{n:09d}", b"", served, False, None, 1)
+    assert len(journal) == 10 and journal.held_bytes <= journal.max_bytes
+    assert journal.entries(limit=1)[0].path == "/000000049"

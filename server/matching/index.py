@@ -75,6 +75,7 @@ class Index:
         self.cassettes = tuple(cassettes)
         self.rules = rules
         self.exhausted = exhausted
+        self._exhausted_error = exhausted is Exhausted.ERROR  # read on every take of a used-up sequence
         self.sessions = sessions if sessions is not None else previous.sessions if previous else Sessions()
         self.by_name = {cassette.name: cassette for cassette in self.cassettes}
         kept = {name for name, cassette in self.by_name.items() if previous and previous.by_name.get(name) is cassette}
@@ -163,7 +164,7 @@ class Index:
                     repeated = False
                     break
             else:
-                if self.exhausted is Exhausted.ERROR:
+                if self._exhausted_error:
                     return Take(None, tuple(i for sequence in sequences for i in sequence.interactions))
                 ordinal, repeated = len(sequence.interactions) - 1, True  # the last of the last sequence
             recording = sequence.recordings[ordinal]

@@ -52,6 +52,8 @@ class Pacing:
         """Whether ``response`` goes out whole, now, for a request that arrived at ``arrived``
         (``time.monotonic()``; a delay fault moves it later): its headers are due and no piece
         of its body waits for later."""
+        if not self.speed:  # nothing is waited for but a delay fault's later arrival
+            return arrived <= time.monotonic()
         if response.kind is not BodyKind.WHOLE and self.waits_between(response):
             return False
         return arrived + self.header_delay(response) <= time.monotonic()
