@@ -24,11 +24,11 @@ from .errors import (
 )
 from .journal import Journal
 from .loader import COMPRESSED_SUFFIXES, LoadResult, load_bytes, load_paths
-from .matching.index import Index, Take, key_of
+from .matching.index import Index, Match, Take, key_of
 from .matching.keys import MatchKey, MatchRules
 from .matching.nearmiss import NearMiss, near_misses, render_difference
 from .matching.relaxations import RELAXATION_NAMES, RelaxedFind
-from .matching.sessions import DEFAULT_SESSION, Recording, Sessions
+from .matching.sessions import Sessions
 from .memory import Trimmer
 from .models import Cassette, Interaction, ReceivedRequest
 from .record import RecordMode
@@ -47,17 +47,6 @@ CLOSE_NAMES = 3  # loaded cassette names an unknown_cassette error suggests
 # A miss message's last line (the library and the pytest plugin give their own advice instead)
 RECORD_ADVICE = ("Record it with `cassette-server serve --record-on-miss` (or `cassette-server record`), or change "
                  "the request to match a recording.")
-
-
-@dataclass(slots=True)  # made per request: a frozen __init__ costs ~1.2 µs more
-class Match:
-    """A successful lookup: what to serve, how it was found, and what was taken to serve it."""
-
-    interaction: Interaction
-    repeated: bool = False  # served again after its sequence was used up (--exhausted repeat-last)
-    relaxation: str | None = None  # the matching relaxation that found it, if the strict match failed
-    session: str = DEFAULT_SESSION
-    recording: Recording | None = None  # the position taken: given back if the answer is never committed
 
 
 @dataclass(frozen=True)
@@ -285,17 +274,18 @@ class CassetteService:
         key = self.rules.key(request.method, request.path, request.query, request.header, request.body,
                              index.known_bodies)
         take = index.take(key, session=session, scope=scope)
-        if take.interaction is not None:
-            return Match(take.interaction, take.repeated, None, session, take.recording)  # positional: faster
+        if isinstance(take, Match):
+            return take
         relaxed = None
         if not take.candidates and not self.settings.no_relax:
             relaxed = index.relaxed.find(key, scope)
             if relaxed.recorded is not None:  # served from the recording's own sequence
                 take = index.take(relaxed.recorded, session=session, scope=scope)
-                if take.interaction is not None:
+                if isinstance(take, Match):
                     log.debug("%s %s matched %s through the relaxation %s", request.method, request.path,
                               take.interaction.label, relaxed.name)
-                    return Match(take.interaction, take.repeated, relaxed.name, session, take.recording)
+                    take.relaxation = relaxed.name
+                    return take
         return Unmatched(request, session, scope, index, key, take, relaxed)
 
     def explain(self, unmatched: Unmatched) -> UnknownCassette | CassetteMiss:

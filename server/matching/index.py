@@ -27,7 +27,7 @@ from .keys import BodyKey, MatchKey, MatchRules
 from .relaxations import RelaxedIndex
 from .sessions import DEFAULT_SESSION, Recording, SequenceRef, Sessions
 
-__all__ = ["DEFAULT_SESSION", "Exhausted", "Index", "RecordedSequence", "Take", "key_of"]
+__all__ = ["DEFAULT_SESSION", "Exhausted", "Index", "Match", "RecordedSequence", "Take", "key_of"]
 
 _NAME_NEIGHBOURS = 25  # names compared in full on each side of a name, sorted forwards and backwards
 
@@ -40,14 +40,24 @@ class Exhausted(enum.Enum):
 
 
 @dataclass(slots=True)  # made per request: a frozen __init__ costs ~1.2 µs more
-class Take:
-    """The outcome of a lookup. ``interaction`` is None on a miss; ``candidates`` then lists
-    the interactions that matched but were all used up (empty for a plain miss)."""
+class Match:
+    """A successful take (``Index.take``) or lookup: what to serve, how it was found, and what
+    was taken to serve it."""
 
-    interaction: Interaction | None
+    interaction: Interaction
+    repeated: bool = False  # served again after its sequence was used up (--exhausted repeat-last)
+    relaxation: str | None = None  # the matching relaxation that found it, if the strict match failed
+    session: str = DEFAULT_SESSION
+    recording: Recording | None = None  # the position taken: given back if the answer is never committed
+
+
+@dataclass(slots=True)
+class Take:
+    """A take that found nothing to serve. ``interaction`` is always None; ``candidates``
+    lists the interactions that matched but were all used up (empty for a plain miss)."""
+
+    interaction: None
     candidates: tuple[Interaction, ...] = ()
-    repeated: bool = False  # served again after the sequence was used up
-    recording: Recording | None = None  # what was taken, to give it back if it is not delivered
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,7 +85,7 @@ class Index:
         self.cassettes = tuple(cassettes)
         self.rules = rules
         self.exhausted = exhausted
-        self._exhausted_error = exhausted is Exhausted.ERROR  # read on every take of a used-up sequence
+        self._repeat_last = exhausted is not Exhausted.ERROR  # read on every take
         self.sessions = sessions if sessions is not None else previous.sessions if previous else Sessions()
         self.by_name = {cassette.name: cassette for cassette in self.cassettes}
         kept = {name for name, cassette in self.by_name.items() if previous and previous.by_name.get(name) is cassette}
@@ -146,8 +156,9 @@ class Index:
         for cassette in cassettes:
             yield from zip(cassette.interactions, self._keys[cassette.name])
 
-    def take(self, key: MatchKey, *, session: str = DEFAULT_SESSION, scope: str | None = None) -> Take:
-        """The next interaction for ``key`` in this session (optionally within one cassette)."""
+    def take(self, key: MatchKey, *, session: str = DEFAULT_SESSION, scope: str | None = None) -> Match | Take:
+        """The next interaction for ``key`` in this session (optionally within one cassette), as
+        a Match; Take when there is none."""
         if scope is None:
             sequences = self._sequences.get(key)
         else:
@@ -157,19 +168,11 @@ class Index:
             return Take(None)
         sessions = self.sessions
         with sessions.lock:
-            state = sessions.state(session)
-            for sequence in sequences:
-                ordinal = state.next(sequence.ref, len(sequence.interactions))
-                if ordinal is not None:
-                    repeated = False
-                    break
-            else:
-                if self._exhausted_error:
-                    return Take(None, tuple(i for sequence in sequences for i in sequence.interactions))
-                ordinal, repeated = len(sequence.interactions) - 1, True  # the last of the last sequence
-            recording = sequence.recordings[ordinal]
-            state.served[recording] += 1
-        return Take(sequence.interactions[ordinal], (), repeated, recording)  # positional: faster, every hit
+            taken = sessions.state(session).take(sequences, self._repeat_last)
+        if taken is None:
+            return Take(None, tuple(interaction for sequence in sequences for interaction in sequence.interactions))
+        sequence, ordinal, repeated = taken
+        return Match(sequence.interactions[ordinal], repeated, None, session, sequence.recordings[ordinal])  # positional: faster
 
     def peek(self, key: MatchKey) -> tuple[Interaction, ...]:
         """Every interaction recorded for ``key``, across cassettes, without taking any."""

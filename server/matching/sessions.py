@@ -17,8 +17,9 @@ from __future__ import annotations
 import heapq
 import logging
 import threading
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Collection
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, Protocol, TypeVar
 
 from .keys import MatchKey
 
@@ -29,71 +30,106 @@ DEFAULT_MAX_SESSIONS = 10_000
 
 SequenceRef = tuple[str, MatchKey]  # (cassette name, match key): one cassette's recordings of one request
 Recording = tuple[str, MatchKey, int]  # (cassette name, match key, ordinal in that sequence)
+T = TypeVar("T", bound="TakenFrom")
+
+
+class TakenFrom(Protocol):
+    """What a session takes from: a sequence (index.RecordedSequence)."""
+
+    @property
+    def ref(self) -> SequenceRef: ...
+
+    @property
+    def interactions(self) -> tuple[Any, ...]: ...
 
 
 class SessionState:
-    """One session: the next position in each sequence it used, positions given back (a client
-    that left before its answer was committed), and how often each recording was served."""
+    """One session: for each sequence it used, its next position and how often each of its
+    recordings was served (one list, so a take looks the sequence up once), and positions given
+    back (a client that left before its answer was committed)."""
 
-    __slots__ = ("positions", "returned", "served")
+    __slots__ = ("counts", "returned")
 
     def __init__(self) -> None:
-        self.positions: dict[SequenceRef, int] = {}
+        # per sequence: [next position, times recording 0 was served, times recording 1 was, ...]
+        self.counts: dict[SequenceRef, list[int]] = {}
         self.returned: dict[SequenceRef, list[int]] = {}  # heaps: the smallest is served first
-        self.served: Counter[Recording] = Counter()
 
-    def next(self, ref: SequenceRef, length: int) -> int | None:
-        """Take the next ordinal of a sequence of ``length`` recordings: a given-back one first
-        (smallest first), else the next unserved one; None when all are used up."""
-        if self.returned:
-            returned = self.returned.get(ref)
-            while returned:
-                ordinal = heapq.heappop(returned)
-                if ordinal < length:  # a reload may have shortened the sequence since
-                    if not returned:
-                        del self.returned[ref]
-                    return ordinal
-            if returned is not None:
-                del self.returned[ref]
-        position = self.positions.get(ref, 0)
-        if position < length:
-            self.positions[ref] = position + 1
-            return position
+    def take(self, sequences: Sequence[T], repeat_last: bool) -> tuple[T, int, bool] | None:
+        """Take the next recording of the first of ``sequences`` not used up: (that sequence,
+        the recording's ordinal, False). A given-back ordinal comes first (smallest first), else
+        the next unserved one. When all are used up: the last recording of the last sequence,
+        repeated (True), or None unless ``repeat_last``."""
+        counts = self.counts
+        for sequence in sequences:
+            ref = sequence.ref
+            length = len(sequence.interactions)
+            slot = counts.get(ref)
+            if slot is None:
+                slot = counts[ref] = [0] * (length + 1)
+            elif len(slot) <= length:  # longer than when first used (a reload, or a request on the old index)
+                slot.extend([0] * (length + 1 - len(slot)))
+            if self.returned and (ordinal := self._given_back(ref, length)) is not None:
+                slot[ordinal + 1] += 1
+                return sequence, ordinal, False
+            position = slot[0]
+            if position < length:
+                slot[0] = position + 1
+                slot[position + 1] += 1
+                return sequence, position, False
+        if not repeat_last:
+            return None
+        slot[length] += 1  # the last of the last sequence
+        return sequence, length - 1, True
+
+    def _given_back(self, ref: SequenceRef, length: int) -> int | None:
+        returned = self.returned.get(ref)
+        while returned:
+            ordinal = heapq.heappop(returned)
+            if ordinal < length:  # a reload may have shortened the sequence since
+                if not returned:
+                    del self.returned[ref]
+                return ordinal
+        if returned is not None:
+            del self.returned[ref]
         return None
+
+    def served(self) -> dict[Recording, int]:
+        """How often each recording was served (never: absent)."""
+        return {(*ref, ordinal): times for ref, slot in self.counts.items()
+                for ordinal, times in enumerate(slot[1:]) if times}
 
     def give_back(self, recording: Recording, *, advanced: bool) -> None:
         """Undo one take of ``recording``: it was never delivered. Only a position this state has
         passed is given back (not one from before a reset, or beyond a shortened sequence)."""
-        times = self.served.get(recording, 0)
-        if times <= 1:
-            self.served.pop(recording, None)
-        else:
-            self.served[recording] = times - 1
-        ref = (recording[0], recording[1])
-        if advanced and recording[2] < self.positions.get(ref, 0):
-            heapq.heappush(self.returned.setdefault(ref, []), recording[2])
+        ref, ordinal = (recording[0], recording[1]), recording[2]
+        slot = self.counts.get(ref)
+        if slot is None:  # reset since
+            return
+        if ordinal + 1 < len(slot) and slot[ordinal + 1]:
+            slot[ordinal + 1] -= 1
+        if advanced and ordinal < slot[0]:
+            heapq.heappush(self.returned.setdefault(ref, []), ordinal)
 
     def adopt(self, changed: Collection[str], sequence: Callable[[SequenceRef], tuple[SequenceRef, int] | None]) -> None:
         """Carry the state of cassettes in ``changed`` over to a new index. ``sequence`` gives the
         new index's own ref and length for a ref, None when it holds no such sequence: state of
-        sequences that are gone is dropped, positions are clamped to the new length, and keys
-        become the new index's objects (so the old index's keys can be freed)."""
-        for ref in [ref for ref in self.positions if ref[0] in changed]:
-            position = self.positions.pop(ref)
+        sequences that are gone is dropped, positions and counts are cut to the new length, and
+        keys become the new index's objects (so the old index's keys can be freed)."""
+        for ref in [ref for ref in self.counts if ref[0] in changed]:
+            slot = self.counts.pop(ref)
             found = sequence(ref)
             if found is not None:
-                self.positions[found[0]] = min(position, found[1])
+                new_ref, length = found
+                slot[0] = min(slot[0], length)
+                del slot[length + 1 :]
+                self.counts[new_ref] = slot
         for ref in [ref for ref in self.returned if ref[0] in changed]:
             ordinals = self.returned.pop(ref)
             found = sequence(ref)
             if found is not None and (kept := [n for n in ordinals if n < found[1]]):
                 heapq.heapify(kept)
                 self.returned[found[0]] = kept
-        for recording in [recording for recording in self.served if recording[0] in changed]:
-            times = self.served.pop(recording)
-            found = sequence((recording[0], recording[1]))
-            if found is not None and recording[2] < found[1]:
-                self.served[(*found[0], recording[2])] = times
 
 
 class Sessions:
@@ -150,8 +186,8 @@ class Sessions:
         for session in self.names():
             with self.lock:
                 state = self._states.get(session)
-                if state is not None and state.served:
-                    copies[session] = dict(state.served)
+                if state is not None and (served := state.served()):
+                    copies[session] = served
         return copies
 
     def adopt(self, changed: Collection[str], sequence: Callable[[SequenceRef], tuple[SequenceRef, int] | None]) -> None:
