@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from functools import partial
 from pathlib import Path
@@ -83,7 +83,8 @@ class CassetteServerApp:
         self._admin_lock = threading.Lock()  # first admin calls may come at once, each in a thread
         # content-type: form bodies; content-length: _read_body checks it against the limit
         control = (CASSETTE_HEADER, SESSION_HEADER, SPEED_HEADER, FAULT_HEADER, CONTENT_TYPE, CONTENT_LENGTH)
-        self._wanted_headers = frozenset(name.encode("latin-1") for name in (*control, *service.rules.match_headers))
+        # raw name -> name: the names are decoded once, here
+        self._wanted_headers = {name.encode("latin-1"): name for name in (*control, *service.rules.match_headers)}
         # replay reads a body up to --max-body-size; recording forwards and writes it: --max-cassette-size too
         settings = service.settings
         self.body_limit = min(settings.max_body_size, settings.max_cassette_size) if self.recorder else settings.max_body_size
@@ -162,13 +163,14 @@ class CassetteServerApp:
         nothing to wait for, a connection uvicorn lets us write to: replay/direct.py), write it
         and journal it: None. Else what is left to do, as an ASGI app: refuse, explain a miss,
         record, or send with waits or a fault."""
-        index = self.service.index  # one index for the whole request, even across a reload
+        service = self.service
+        index = service.loaded.index  # one index for the whole request, even across a reload
         session = headers.get(SESSION_HEADER) or DEFAULT_SESSION
         path = scope["path"]
         try:
             if path.startswith(SESSION_PREFIX):
                 path, session = resolve_session(path, headers.get(SESSION_HEADER))
-            options = self.service.session_options.get(session) if self.service.session_options else None
+            options = service.session_options.get(session) if service.session_options else None
             mode = self._record_mode if options is None or options.record is None else options.record
             # None unless recording (the server's mode, or the session's own): all recording costs replay is this test
             recorder = self.recorder if mode is not RecordMode.OFF else None
@@ -180,10 +182,10 @@ class CassetteServerApp:
                 found = None
             else:
                 speed = headers.get(SPEED_HEADER)
-                pacing = self.service.pacing if speed is None and options is None else self._pacing(speed, options)
+                pacing = service.pacing if speed is None and options is None else self._pacing(speed, options)
                 fault_header = headers.get(FAULT_HEADER)
                 header_fault = None if fault_header is None else self._header_fault(fault_header)
-                found = self.service.match(request, session=session, scope=cassette, index=index)
+                found = service.match(request, session=session, scope=cassette, index=index)
         except HTTPError as error:
             return partial(self._refuse_later, error, session, arrived)
         except Exception as error:  # a bug of ours: still answer in the JSON error shape
@@ -191,7 +193,7 @@ class CassetteServerApp:
             internal = HTTPError(f"cassette-server internal error: {error!r}; please report it")
             return partial(self._refuse_later, internal, session, arrived)
         if isinstance(found, Match):
-            if header_fault is None and not self.service.faults.active:  # no rule, no header: one attribute check
+            if header_fault is None and not service.faults.active:  # no rule, no header: one attribute check
                 response = found.interaction.response
                 if pacing.at_once(response, arrived):
                     if write_whole(response, scope, send):
@@ -574,14 +576,15 @@ def _too_large(scope: Scope, size: str, limit: int) -> TooLarge:
                     "or recorded.")
 
 
-def _headers(scope: Scope, wanted: frozenset[bytes]) -> dict[str, str]:
-    """The request headers the server looks at (ASGI names are lower case already); values as
-    UTF-8 (what clients send and recorders store), latin-1 when they are not UTF-8."""
+def _headers(scope: Scope, wanted: Mapping[bytes, str]) -> dict[str, str]:
+    """The request headers the server looks at (``wanted``: their raw names and names; ASGI names
+    are lower case already); values as UTF-8 (what clients send and recorders store), latin-1
+    when they are not UTF-8."""
     headers: dict[str, str] = {}
     for raw_name, raw_value in scope["headers"]:
-        if raw_name not in wanted:
+        name = wanted.get(raw_name)
+        if name is None:
             continue
-        name = raw_name.decode("latin-1")
         try:
             value = raw_value.decode("utf-8")
         except UnicodeDecodeError:

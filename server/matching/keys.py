@@ -81,7 +81,7 @@ class MatchRules:
         return (
             method.upper(),
             path,
-            normalise_query(query),
+            normalise_query(query) if query else (),
             tuple(header(name) for name in self.match_headers) if self.match_headers else (),
             body_key,
         )
