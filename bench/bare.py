@@ -9,7 +9,9 @@ event (``--sse-sends event``, what a streaming replay must do) or in one send (`
 answer recorded with ``event_offsets`` (the paced case) is paced: headers at request arrival +
 ``duration``, each event at headers + its offset, with asyncio.sleep; every other answer is sent
 at once (speed 0). An unknown request gets a fixed 404. uvicorn runs with the same loop, HTTP
-parser and header settings as ``cassette-server serve``, and without access log; and with the
+parser and header settings as ``cassette-server serve``, without access log and without the
+proxy-headers middleware (``serve`` turns it off; until 2026-12-03 the bare app kept it, a
+handicap of a few per cent in the JSON case); and with the
 garbage-collector settings ``serve`` uses (startup frozen, full collections rarer): left at the
 defaults, a full collection in the first paced run after the load cases stalled its streams
 by 30 to 50 ms, a handicap the ceiling should not have.
@@ -142,9 +144,10 @@ def main() -> None:
     gc.freeze()
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, FULL_COLLECTION_AFTER)
-    # The same settings cassette-server gives uvicorn (loop and http "auto": uvloop, httptools).
+    # The same settings cassette-server gives uvicorn (loop and http "auto": uvloop, httptools; no
+    # proxy-headers middleware), but its own protocol: uvicorn's.
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
-                server_header=False, date_header=False)
+                server_header=False, date_header=False, proxy_headers=False)
 
 
 if __name__ == "__main__":
