@@ -1,5 +1,5 @@
-"""serve's HTTP protocol (server/protocol.py): a hit that needs no waiting is answered as soon as
-its body is parsed, without a task; everything else gets uvicorn's task as before, and the
+"""serve's HTTP protocol (server/protocol.py): a hit that needs no waiting is answered without a
+task, once the round of reads that completed its body is over; everything else gets uvicorn's task as before, and the
 connection behaves as uvicorn's does (pipelining, keep-alive, 100 Continue, big bodies)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 from server import Settings
 from server.app import CassetteServerApp
-from server.protocol import JsonErrorsProtocol
+from server.protocol import JsonErrorsProtocol, ReplayProtocol
 
 from .conftest import go_vcr, interaction, uvicorn_servers
 
@@ -120,6 +120,60 @@ def test_a_request_read_with_the_answer_before_it_is_not_cut_by_that_answers_idl
         first = sock.answer()
         assert first.endswith(b'{"ok":true}')
         assert sock.answer() == first
+
+
+def test_requests_complete_at_once_on_many_connections_each_get_their_own_answer(
+        serve_small_and_big: Callable[[], str], tasks: list[str]) -> None:
+    """Answers wait for the end of the round of reads that completed their requests (many at once
+    under load): each still goes to its own connection, once, without a task."""
+    address = serve_small_and_big()
+    connections = [Connection(address) for _ in range(12)]
+    try:
+        for number, sock in enumerate(connections):
+            sock.sendall(request(SMALL, extra=f"X-Cassette-Session: s{number}\r\n"))
+        answers = [sock.answer() for sock in connections]
+        for sock in connections:  # and each connection goes on
+            sock.sendall(request(SMALL))
+        again = [sock.answer() for sock in connections]
+    finally:
+        for sock in connections:
+            sock.sock.close()
+    assert all(answer.endswith(b'\r\n\r\n{"ok":true}') for answer in answers + again)
+    assert all(sock.pending == b"" for sock in connections)  # nothing more than one answer each
+    assert tasks == []
+    journal = httpx.get(f"http://{address}/__admin/requests").json()
+    assert sorted(entry["session"] for entry in journal) == sorted([f"s{n}" for n in range(12)] + ["default"] * 12)
+    assert {(entry["status"], entry["outcome"]) for entry in journal} == {(200, "complete")}
+
+
+def test_a_client_gone_before_its_round_ends_takes_no_recording(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection is lost between the request's last byte and the end of that round of
+    reads: as for a client gone mid-body, the request is not looked up (nor journaled), so the
+    next request of the session gets the recording this one would have had."""
+    (tmp_path / "c.yaml").write_text(go_vcr(interaction(response_body='{"n":1}'), interaction(response_body='{"n":2}')))
+    original = ReplayProtocol._answer
+
+    def lost_first(self: Any, waiting: Any) -> None:
+        if not lost:
+            lost.append(1)
+            self.connection_lost(None)  # as uvicorn's transport reports a client that went away
+        original(self, waiting)
+
+    lost: list[int] = []
+    monkeypatch.setattr(ReplayProtocol, "_answer", lost_first)
+    with uvicorn_servers(Settings(paths=(tmp_path,), speed=0.0)) as start:
+        address = start()
+        with Connection(address) as sock:
+            sock.sendall(request(SMALL))
+            sock.sock.settimeout(0.5)
+            with pytest.raises((TimeoutError, ConnectionError)):
+                sock.answer()
+        with Connection(address) as sock:
+            sock.sendall(request(SMALL))
+            assert sock.answer().endswith(b'{"n":1}')
+        journal = httpx.get(f"http://{address}/__admin/requests").json()
+    assert [(entry["status"], entry["outcome"]) for entry in journal] == [(200, "complete")]
 
 
 def test_a_body_that_comes_late_or_in_pieces_is_waited_for(serve_small_and_big: Callable[[], str], tasks: list[str]) -> None:
