@@ -144,7 +144,7 @@ class Journal:
         self.max_bytes = max_bytes
         self.on_release = on_release
         # newest first, each with its size; the oldest falls off as one more goes in. An item is
-        # a JournalEntry, or a hit's fields (``add_hit``: a list, in _HIT order) until it is read.
+        # a JournalEntry, or a hit's fields (``add_hit``: a list, placed as _ARRIVED… below) until read.
         self._entries: deque[tuple[JournalEntry | list[Any], int]] = deque(maxlen=size)
         self._bytes = 0
         self._released = 0  # bytes forgotten since on_release was last called

@@ -23,10 +23,11 @@ round completed, in the order they came (a task-based app writes in that order t
 tasks run after the reads). Writing each answer as its request was parsed instead, between
 reads, cost a third of the throughput on this 2-core VM. The time went to the write system
 call (py-spy: 24 µs a request, against 11 µs for the bare app's writes), most likely because
-each write then woke the client for that one answer; not verified further. Measured with wrk (``-t2 -c50``, wrk and server each pinned to a core, the benchmark's
-JSON case, 6 alternating rounds): 1.65× the requests per second of writing between reads, 1.2×
-the bare ASGI app's (docs/performance.md, "Answers after the reads"). One connection's latency
-does not change (270 µs either way): the round ends at once.
+each write then woke the client for that one answer; not verified further. Measured with wrk
+(``-t2 -c50``, wrk and server each pinned to a core, the benchmark's JSON case, 6 alternating
+rounds): 1.65× the requests per second of writing between reads, 1.2× the bare ASGI app's
+(docs/performance.md, "Answers after the reads"). One connection's latency does not change
+(270 µs either way): the round ends at once.
 
 The task is started at once, as before, when the body must be read as it comes: a client that
 waits for ``100 Continue`` before sending it, a body beyond uvicorn's read buffer (uvicorn stops

@@ -1,11 +1,11 @@
 """Each session's place in the recorded sequences, and how often it was served each recording.
 
-State is keyed by plain values: a sequence by ``(cassette name, match key)``, a recording by
-``(cassette name, match key, ordinal in its sequence)``. The keys are the index's own key objects,
-never a copy of a received body. Plain values make the state independent of any one index: a
-reload swaps in a new index that reads the same ``Sessions``, so positions and usage counts
-survive for every recording that is still there, and a request still finishing on the old index
-advances the same positions.
+State is keyed by plain values: a sequence by ``(cassette name, match key)``, and a recording
+in it by its ordinal (given back, and listed as usage, as ``(cassette name, match key,
+ordinal)``). The keys are the index's own key objects, never a copy of a received body. Plain
+values make the state independent of any one index: a reload swaps in a new index that reads
+the same ``Sessions``, so positions and usage counts survive for every recording that is still
+there, and a request still finishing on the old index advances the same positions.
 
 Sessions are bounded: the least recently used one is forgotten (with a log line) when a new one
 would exceed the limit. Replay changes the state on the event loop while reloads and admin
