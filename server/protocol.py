@@ -39,10 +39,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from typing import Any
 
 from .errors import BadRequest
+
+log = logging.getLogger("cassette_server")
 
 try:  # what uvicorn's "auto" picks: httptools when installed, else h11
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _Protocol
@@ -119,10 +122,11 @@ class ReplayProtocol(JsonErrorsProtocol):
         if waiting is None:
             return
         self._waiting = None
-        answers = _deferred.answers
-        if not answers:  # the first of this round: all are answered once what is readable now has been read
-            self.loop.call_soon(_answer_deferred, answers)
-        answers.append((self, waiting))
+        deferred = _deferred
+        if deferred.loop is not self.loop:  # the first of this round: answered once what is readable now is read
+            deferred.loop, deferred.answers = self.loop, []
+            self.loop.call_soon(_answer_deferred, deferred)
+        deferred.answers.append((self, waiting))
 
     def _answer(self, waiting: tuple[Any, Any, dict[str, str]]) -> None:
         cycle, app, headers = waiting
@@ -140,21 +144,27 @@ class ReplayProtocol(JsonErrorsProtocol):
 
 class _Deferred(threading.local):
     """The requests complete in this thread's event loop (one loop per thread) whose answers
-    wait for the end of the current round of reads."""
+    wait for the end of the current round of reads, and the loop that will answer them (None
+    when none is waiting). Keyed by the loop too: a list left by a loop that stopped before its
+    round ended (its connections gone with it) is not carried over to a later loop of the thread."""
 
     def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.answers: list[tuple[ReplayProtocol, tuple[Any, Any, dict[str, str]]]] = []
 
 
 _deferred = _Deferred()
 
 
-def _answer_deferred(answers: list[tuple[ReplayProtocol, tuple[Any, Any, dict[str, str]]]]) -> None:
+def _answer_deferred(deferred: _Deferred) -> None:
     """Answer the requests deferred this round, in the order they came."""
-    batch = answers.copy()
-    answers.clear()
+    batch, deferred.loop, deferred.answers = deferred.answers, None, []
     for protocol, waiting in batch:
-        protocol._answer(waiting)
+        try:
+            protocol._answer(waiting)
+        except Exception:  # never expected (_answer hands the app's errors to uvicorn): the others still go
+            log.exception("cassette-server internal error while answering a request; its connection is closed")
+            protocol.transport.close()
 
 
 def _raising(error: Exception) -> Any:

@@ -9,12 +9,13 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 
-from server import Settings
+from server import Settings, protocol
 from server.app import CassetteServerApp
 from server.protocol import JsonErrorsProtocol, ReplayProtocol
 
@@ -144,6 +145,20 @@ def test_requests_complete_at_once_on_many_connections_each_get_their_own_answer
     journal = httpx.get(f"http://{address}/__admin/requests").json()
     assert sorted(entry["session"] for entry in journal) == sorted([f"s{n}" for n in range(12)] + ["default"] * 12)
     assert {(entry["status"], entry["outcome"]) for entry in journal} == {(200, "complete")}
+
+
+def test_answers_left_by_a_loop_that_stopped_mid_round_are_not_carried_over(
+        serve_small_and_big: Callable[[], str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thread's list of answers belongs to the loop that will answer it: one left by a loop
+    that stopped before its round ended does not hold up the next loop's requests."""
+    stale = SimpleNamespace(loop=object(), answers=[("a protocol of a loop that is gone", None)])
+    monkeypatch.setattr(protocol, "_deferred", stale)  # what the server's thread finds
+    address = serve_small_and_big()
+    with Connection(address) as sock:
+        sock.sock.settimeout(5)
+        sock.sendall(request(SMALL))
+        assert sock.answer().endswith(b'{"ok":true}')
+    assert stale.loop is None and stale.answers == []
 
 
 def test_a_client_gone_before_its_round_ends_takes_no_recording(
