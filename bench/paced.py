@@ -185,6 +185,7 @@ class PacedResult:
     max_ms: float
     client_lag_p99_ms: float  # the client's own event-loop lag: the client's share of lateness
     client_lag_max_ms: float
+    steal_percent: float  # CPU time the hypervisor gave to other guests during the run (NaN: not Linux)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -193,6 +194,23 @@ def percentile(values: list[float], fraction: float) -> float:
         return math.nan
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """(steal, total) CPU ticks since boot, from Linux's /proc/stat; None elsewhere. Steal is time a
+    virtual machine's CPUs were ready to run but the host ran another guest: on a shared VM it is
+    the usual reason for lateness that neither server nor client caused."""
+    try:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float:
+    if before is None or after is None or after[1] <= before[1]:
+        return math.nan
+    return 100 * (after[0] - before[0]) / (after[1] - before[1])
 
 
 def measure(case: Case, port: int, streams: int, *, workers: int, spread: float = 1.0) -> PacedResult:
@@ -206,6 +224,7 @@ def measure(case: Case, port: int, streams: int, *, workers: int, spread: float 
         assert process.stdout is not None
         if process.stdout.readline().strip() != "ready":
             raise RuntimeError(f"a paced client worker did not start (status {process.wait()})")
+    ticks = cpu_ticks()
     start = time.monotonic() + 0.1  # CLOCK_MONOTONIC is one clock for every process on the machine
     for worker, process in enumerate(processes):
         job = {"request": http_request(case, port).hex(), "expected": answer.body.hex(), "event_ends": ends,
@@ -221,6 +240,7 @@ def measure(case: Case, port: int, streams: int, *, workers: int, spread: float 
         if process.wait() != 0:
             raise RuntimeError(f"a paced client worker failed (status {process.returncode})")
         parts.append(json.loads(output))
+    steal = steal_percent(ticks, cpu_ticks())
     headers = [value for part in parts for value in part["headers"]]
     events = [value for part in parts for value in part["events"]]
     lags = [value for part in parts for value in part["lag"]]
@@ -235,6 +255,7 @@ def measure(case: Case, port: int, streams: int, *, workers: int, spread: float 
         max_ms=max(events, default=math.nan) * 1000,
         client_lag_p99_ms=percentile(lags, 0.99) * 1000,
         client_lag_max_ms=max(lags, default=math.nan) * 1000,
+        steal_percent=steal,
     )
 
 
