@@ -290,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         results.notes.append(f"the machine was busy (load average {load_at_start:.2f} on {os.cpu_count()} cores at the "
                              "start): these figures are not meaningful; measure on a quiet machine.")
     failed = False
+    ticks_at_start = paced.cpu_ticks()
     try:
         bench = Bench(work, plan, jar, args.paced_workers, results)
         for names, stage in _stages(bench, wanted):
@@ -304,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fixtures and server logs kept in {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
+    steal = paced.steal_percent(ticks_at_start, paced.cpu_ticks())
+    if steal >= 1.0:  # on a shared VM, the time other guests took: lateness and req/s neither server caused
+        results.notes.append(f"the hypervisor gave {steal:.1f} % of this machine's CPU time to other guests during "
+                             "the run (steal, /proc/stat): the figures are lower and later than this machine can do.")
     print_report(results, machine)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, **results.as_json()}, indent=2, default=str))
