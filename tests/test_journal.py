@@ -6,6 +6,7 @@ import gc
 import json
 import sys
 import time
+import tracemalloc
 
 import pytest
 
@@ -154,6 +155,34 @@ def test_a_journaled_miss_keeps_its_near_misses_as_text_not_objects(write_casset
         tracked += 1
         stack += gc.get_referents(item)
     assert tracked <= 6, tracked
+
+
+def test_a_kept_miss_holds_no_more_than_the_journal_counts(write_cassette, cassette_dir) -> None:
+    """Near misses come as JSON text from orjson, whose bytes keep the whole buffer they were
+    written in (8 KB for 4 KB of JSON): kept as they came, 1,000 journaled misses held 8 MiB
+    where the journal counted 4, and its byte bound did not bound them. The journal counts a
+    miss's texts at no less than they hold."""
+    write_cassette("c", interaction(json.dumps({"model": "m", "messages": [{"role": "user", "content": "a" * 3000}]})))
+    service = CassetteService(Settings(paths=(cassette_dir,)))
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "b" * 3000}]}).encode()
+    request = ReceivedRequest("POST", "/v1/chat/completions", "", {"content-type": "application/json"}, body)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        misses = []
+        for _ in range(50):
+            with pytest.raises(CassetteMiss) as raised:
+                service.lookup(request, session="s", scope=None)
+            raised.value.__traceback__ = None  # as the app journals it (app.py)
+            misses.append(raised.value)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    counted = sum(text_bytes(miss.message) + text_bytes(miss.near_misses_json) for miss in misses)
+    assert len(misses[0].near_misses_json) > 4096  # orjson's first buffer outgrown
+    assert held <= counted, (held, counted)  # 1.9 MB held against 1.5 MB counted, before the copy
 
 
 @pytest.mark.parametrize("text", ["", "/v1/chat/completions", "caf\u00e9" * 50, "\u4e2d\u6587" * 100, "\U0001f600" * 30,
