@@ -7,7 +7,7 @@ Every server answers the same recorded bytes (checked before any timing). Prints
 tables, the issue's targets as ratios with PASS/FAIL, and the machine the figures come from.
 Needs wrk (installed with apt-get when missing and running as root); WireMock runs when Java is
 there (its jar comes from the npm package ``wiremock``, installed into bench/.cache/). A full
-run takes about 11 minutes on 2 cores; ``--quick`` (2 s per case, fewer streams, smaller corpora) about 4.
+run takes about 8 minutes on 2 cores; ``--quick`` (2 s per case, fewer streams, smaller corpora) about 4.
 """
 
 from __future__ import annotations
