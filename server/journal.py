@@ -125,10 +125,13 @@ def text_bytes(text: str | bytes) -> int:
 def entry_bytes(entry: JournalEntry) -> int:
     """What an entry holds, roughly, from sizes known without serialising anything: the fixed
     part, the strings the client chose (path, query), and for an error its message and the
-    near misses' JSON text."""
+    near misses' JSON text as kept (compressed)."""
     size = ENTRY_BYTES + text_bytes(entry.path) + text_bytes(entry.query)
-    if entry.error is not None:
-        size += text_bytes(entry.error.message) + text_bytes(entry.near_misses_json)
+    error = entry.error
+    if error is not None:
+        size += text_bytes(error.message)
+        if isinstance(error, CassetteMiss):  # its near misses, as kept (compressed)
+            size += STR_BYTES + len(error.near_misses_packed)  # bytes: one byte each, ASCII or not
     return size
 
 

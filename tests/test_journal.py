@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import gc
 import json
+import random
 import sys
 import time
 import tracemalloc
 
+import orjson
 import pytest
 
 from server import Settings
@@ -80,8 +83,9 @@ def test_what_became_of_a_reply_is_shown(write_cassette, cassette_dir) -> None:
 
 
 def long_miss(session: str = "s", footprint: int = 100_000) -> JournalEntry:
-    """A miss whose near misses' JSON is ``footprint`` bytes long."""
-    near_misses_json = b'["' + b"x" * (footprint - 4) + b'"]'
+    """A miss whose near misses keep about ``footprint`` bytes: random text, which the journal's
+    compression cannot shrink below the random bytes it encodes."""
+    near_misses_json = b'["' + base64.b64encode(random.Random(footprint).randbytes(footprint)) + b'"]'
     return JournalEntry(time=0.0, session=session, method="POST", path="/v1/x", query="", status=404, duration=0.01,
                         error=CassetteMiss("no match", near_misses_json=near_misses_json))
 
@@ -144,7 +148,8 @@ def test_a_journaled_miss_keeps_its_near_misses_as_text_not_objects(write_casset
     shown = miss.to_json(near_misses=True)["near_misses"]
     assert [near["interaction"] for near in shown] == ["c#0"]
     assert {d["field"] for d in shown[0]["differences"]} >= {"model", "messages[0].content", "temperature"}
-    assert entry_bytes(miss) >= len(raised.value.near_misses_json) > 500
+    assert len(raised.value.near_misses_json) > 500
+    assert entry_bytes(miss) >= len(raised.value.near_misses_packed)
 
     tracked, seen, stack = 0, set(), [miss]
     while stack:  # every object the entry keeps alive that the collector tracks
@@ -160,29 +165,33 @@ def test_a_journaled_miss_keeps_its_near_misses_as_text_not_objects(write_casset
 def test_a_kept_miss_holds_no_more_than_the_journal_counts(write_cassette, cassette_dir) -> None:
     """Near misses come as JSON text from orjson, whose bytes keep the whole buffer they were
     written in (8 KB for 4 KB of JSON): kept as they came, 1,000 journaled misses held 8 MiB
-    where the journal counted 4, and its byte bound did not bound them. The journal counts a
-    miss's texts at no less than they hold."""
-    write_cassette("c", interaction(json.dumps({"model": "m", "messages": [{"role": "user", "content": "a" * 3000}]})))
+    where the journal counted 4, and its byte bound did not bound them. A journaled miss holds
+    no more than the journal counts for it, and keeps its near misses compressed."""
+    write_cassette("c", interaction(json.dumps({"model": "m", "messages": [{"role": "user", "content": "a" * 3000}],
+                                                "tools": [{"name": f"t{n}"} for n in range(40)]})))
     service = CassetteService(Settings(paths=(cassette_dir,)))
-    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "b" * 3000}]}).encode()
-    request = ReceivedRequest("POST", "/v1/chat/completions", "", {"content-type": "application/json"}, body)
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "b" * 3000}],
+                       "tools": [{"name": f"u{n}"} for n in range(40)]}).encode()
+    with pytest.raises(CassetteMiss) as raised:
+        service.lookup(ReceivedRequest("POST", "/v1/chat/completions", "", {"content-type": "application/json"}, body),
+                       session="s", scope=None)
+    near_misses = json.loads(raised.value.near_misses_json)
+    assert len(orjson.dumps(near_misses)) > 4096  # past orjson's first buffer
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        misses = []
-        for _ in range(50):
-            with pytest.raises(CassetteMiss) as raised:
-                service.lookup(request, session="s", scope=None)
-            raised.value.__traceback__ = None  # as the app journals it (app.py)
-            misses.append(raised.value)
+        kept = [JournalEntry(time=0.0, session="s", method="POST", path="/v1/chat/completions", query="", status=404,
+                             duration=0.01, error=CassetteMiss("no match", near_misses_json=orjson.dumps(near_misses)))
+                for _ in range(50)]  # as service.explain_miss builds them
         gc.collect()
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    counted = sum(text_bytes(miss.message) + text_bytes(miss.near_misses_json) for miss in misses)
-    assert len(misses[0].near_misses_json) > 4096  # orjson's first buffer outgrown
-    assert held <= counted, (held, counted)  # 1.9 MB held against 1.5 MB counted, before the copy
+    counted = sum(entry_bytes(entry) for entry in kept)
+    assert held <= counted, (held, counted)  # orjson's bytes as they came: 1.6 MB held, 0.7 MB counted
+    assert json.loads(kept[0].near_misses_json) == near_misses
+    assert len(kept[0].error.near_misses_packed) < len(kept[0].near_misses_json) / 3  # kept compressed
 
 
 @pytest.mark.parametrize("text", ["", "/v1/chat/completions", "caf\u00e9" * 50, "\u4e2d\u6587" * 100, "\U0001f600" * 30,
